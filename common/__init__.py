@@ -1,0 +1,1 @@
+"""Plain types shared by every package (no MuJoCo, torch or ROS imports here)."""
