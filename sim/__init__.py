@@ -17,12 +17,17 @@ until an env is made.
 
 from __future__ import annotations
 
-from typing import Any
+import os
 
-import gymnasium as gym
+# Headless rendering by default (this project runs on servers); a user may override.
+os.environ.setdefault("MUJOCO_GL", "egl")
 
-from sim.external import register as _register_external
-from sim.panda import register as _register_panda
+from typing import Any  # noqa: E402
+
+import gymnasium as gym  # noqa: E402
+
+from sim.external import register as _register_external  # noqa: E402
+from sim.panda import register as _register_panda  # noqa: E402
 
 _register_panda()
 _register_external()
