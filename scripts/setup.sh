@@ -26,12 +26,14 @@ if [ ${#need_gl[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_gl[@]}" >/dev/null
 fi
 
-log "syncing the locked environment (uv sync --frozen)"
-uv sync --frozen --quiet
-# ROS wheels share files; a partial sync has been seen to leave rclpy missing (MACHINE.md).
+log "syncing the locked environment (uv sync --frozen --inexact)"
+uv sync --frozen --inexact --quiet
+# --inexact: the ROS wheels install under distribution names (e.g. "std-msgs") that differ
+# from their registry names ("ros-std-msgs"), so an exact sync takes them for strays and
+# deletes their files. If an older sync already did that, rebuild .venv once.
 if ! uv run --frozen python -c "import rclpy" >/dev/null 2>&1; then
   log "rclpy import failed after sync; rebuilding .venv from scratch"
   rm -rf .venv
-  uv sync --frozen --quiet
+  uv sync --frozen --inexact --quiet
 fi
 log "ready"
