@@ -19,7 +19,7 @@ Observation: ``{"state": (39,) float32}``, Meta-World's own goal-observable vect
 world frame (Meta-World's table frame), metres / unitless:
 
 ====== =====================================================================
-0:3    hand (end-effector) position
+0:3    hand (end-effector body "hand") position
 3      gripper opening, finger distance / 0.1 m clipped to [0, 1] (1 = open)
 4:7    object 1 position        7:11   object 1 quaternion (w, x, y, z)
 11:14  object 2 position        14:18  object 2 quaternion (zeros if unused)
