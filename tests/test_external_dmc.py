@@ -89,13 +89,17 @@ def test_reacher_success_when_finger_on_target(task):
     physics = u.physics
     physics.data.qvel[:] = 0.0
     # target onto the fingertip -> inside the target
-    physics.named.model.geom_pos["target", ["x", "y"]] = physics.named.data.geom_xpos["finger", ["x", "y"]]
+    physics.named.model.geom_pos["target", ["x", "y"]] = physics.named.data.geom_xpos[
+        "finger", ["x", "y"]
+    ]
     physics.forward()
     assert u.is_success() is True
     _, reward, _, _, info = env.step(np.zeros(2, dtype=np.float32))
     assert info["success"] is True and reward == 1.0
     # target far from the fingertip (opposite side of the arena) -> not a success
-    physics.named.model.geom_pos["target", ["x", "y"]] = -physics.named.data.geom_xpos["finger", ["x", "y"]]
+    physics.named.model.geom_pos["target", ["x", "y"]] = -physics.named.data.geom_xpos[
+        "finger", ["x", "y"]
+    ]
     physics.forward()
     assert u.is_success() is False
     _, reward, _, _, info = env.step(np.zeros(2, dtype=np.float32))

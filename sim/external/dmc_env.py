@@ -149,7 +149,9 @@ class DMCEnv(gym.Env):
         return self._env.physics
 
     def _obs(self, observation) -> dict[str, np.ndarray]:
-        state = np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in observation.values()])
+        state = np.concatenate(
+            [np.asarray(v, dtype=np.float64).ravel() for v in observation.values()]
+        )
         return {"state": state.astype(np.float32)}
 
     def current_observation(self) -> dict[str, np.ndarray]:
@@ -169,7 +171,10 @@ class DMCEnv(gym.Env):
             self._env.task._random = np.random.RandomState(int(seed))  # dm_control's task RNG
         ts = self._env.reset()
         reward = self.current_reward()
-        return self._obs(ts.observation), {"success": self.is_success(reward), "reward_components": {}}
+        return self._obs(ts.observation), {
+            "success": self.is_success(reward),
+            "reward_components": {},
+        }
 
     def step(self, action):
         a = np.clip(np.asarray(action, dtype=np.float64).reshape(self._a_low.shape), -1.0, 1.0)

@@ -96,7 +96,9 @@ def from_metaworld_action(action: np.ndarray) -> np.ndarray:
     return a
 
 
-def metaworld_spec(task: str, control_hz: float = 80.0, action_scale: float = 0.01) -> EmbodimentSpec:
+def metaworld_spec(
+    task: str, control_hz: float = 80.0, action_scale: float = 0.01
+) -> EmbodimentSpec:
     """The EmbodimentSpec of ``MetaWorldEnv(task)`` (no Meta-World import needed)."""
     return EmbodimentSpec(
         name=f"metaworld/{task}",
@@ -159,7 +161,9 @@ class MetaWorldEnv(gym.Env):
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
         if task not in ALL_V3_ENVIRONMENTS:
-            raise ValueError(f"unknown Meta-World v3 task {task!r}; known: {sorted(ALL_V3_ENVIRONMENTS)}")
+            raise ValueError(
+                f"unknown Meta-World v3 task {task!r}; known: {sorted(ALL_V3_ENVIRONMENTS)}"
+            )
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', not {render_mode!r}")
         self.task = task
@@ -167,7 +171,9 @@ class MetaWorldEnv(gym.Env):
         self.goal_set_seed = int(goal_set_seed)
         # Meta-World's corner cameras are rolled 180 degrees (e.g. "corner" has its up
         # axis pointing down in the XML), so frames come out upside down; rotate them.
-        self.rotate_180 = camera_name.startswith("corner") if rotate_180 is None else bool(rotate_180)
+        self.rotate_180 = (
+            camera_name.startswith("corner") if rotate_180 is None else bool(rotate_180)
+        )
         self._tasks = _mt1_tasks(task, self.goal_set_seed)
         self._mw = ALL_V3_ENVIRONMENTS[task](
             reward_function_version="v2",
@@ -180,7 +186,9 @@ class MetaWorldEnv(gym.Env):
         self._mw.max_path_length = np.iinfo(np.int64).max
         self._mw.set_task(self._tasks[0])  # goal-observable (MT1) obs space from here on
         dt = self._mw.frame_skip * self._mw.model.opt.timestep
-        self.embodiment = metaworld_spec(task, control_hz=1.0 / dt, action_scale=self._mw.action_scale)
+        self.embodiment = metaworld_spec(
+            task, control_hz=1.0 / dt, action_scale=self._mw.action_scale
+        )
         self.metadata = {**self.metadata, "render_fps": int(round(1.0 / dt))}
         self.observation_space = gym.spaces.Dict(
             {"state": gym.spaces.Box(-np.inf, np.inf, shape=(39,), dtype=np.float32)}
