@@ -67,7 +67,9 @@ def test_workspace_box_clips_target(axis, sign):
 
 
 def test_custom_workspace_and_bad_box():
-    env = gym.make("rewardforge/PandaReach-v0", workspace_low=(0.4, -0.1, 0.2), workspace_high=(0.5, 0.1, 0.3))
+    env = gym.make(
+        "rewardforge/PandaReach-v0", workspace_low=(0.4, -0.1, 0.2), workspace_high=(0.5, 0.1, 0.3)
+    )
     env.reset(seed=0)
     for _ in range(10):
         obs, *_ = env.step(np.array([-1.0, -1.0, -1.0, 1.0], np.float32))

@@ -137,7 +137,12 @@ def test_make_vec_sync():
 
 
 def test_render_and_camera_observations():
-    env = gym.make("rewardforge/PandaPush-v0", render_mode="rgb_array", cameras=("front", "handcam_rgb"), image_size=64)
+    env = gym.make(
+        "rewardforge/PandaPush-v0",
+        render_mode="rgb_array",
+        cameras=("front", "handcam_rgb"),
+        image_size=64,
+    )
     spec = env.unwrapped.embodiment
     assert [f.name for f in spec.image_fields] == ["image_front", "image_handcam_rgb"]
     obs, _ = env.reset(seed=0)

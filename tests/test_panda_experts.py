@@ -35,7 +35,9 @@ def test_expert_succeeds(env_id):
         progress.append((first_progress, info["progress"]))
     assert np.mean(results) >= 0.8, results
     # Ground-truth progress rises from its start to 1 on success.
-    assert all(end == 1.0 and start < 0.5 for (start, end), s in zip(progress, results, strict=True) if s)
+    assert all(
+        end == 1.0 and start < 0.5 for (start, end), s in zip(progress, results, strict=True) if s
+    )
     env.close()
 
 

@@ -50,9 +50,15 @@ def proprio_fields() -> tuple[ObsField, ...]:
     """The proprioceptive part shared by every Panda task (and by the real Panda)."""
     return (
         ObsField("ee_pos", (3,), frame="base", units="m", description="pinch site position"),
-        ObsField("ee_yaw", (1,), frame="base", units="rad", description="gripper yaw about z, 0 = home"),
-        ObsField("ee_vel", (3,), frame="base", units="m/s", description="pinch site linear velocity"),
-        ObsField("gripper", (1,), frame="none", units="1", description="openness, 0 closed .. 1 open"),
+        ObsField(
+            "ee_yaw", (1,), frame="base", units="rad", description="gripper yaw about z, 0 = home"
+        ),
+        ObsField(
+            "ee_vel", (3,), frame="base", units="m/s", description="pinch site linear velocity"
+        ),
+        ObsField(
+            "gripper", (1,), frame="none", units="1", description="openness, 0 closed .. 1 open"
+        ),
         ObsField("joint_pos", (7,), frame="joint", units="rad"),
         ObsField("joint_vel", (7,), frame="joint", units="rad/s"),
     )
@@ -128,7 +134,9 @@ class PandaEnv(gym.Env):
         self.n_substeps = max(1, round(1.0 / (self.control_hz * dt)))
         self.ctrl_every = max(1, round(1.0 / (float(controller_hz) * dt)))
         if self.n_substeps % self.ctrl_every:
-            raise ValueError(f"controller_hz={controller_hz} must divide the physics steps per control step")
+            raise ValueError(
+                f"controller_hz={controller_hz} must divide the physics steps per control step"
+            )
         self.metadata = {**self.metadata, "render_fps": int(round(self.control_hz))}
         self.action_scale = float(action_scale)
         self.yaw = bool(yaw)
@@ -137,7 +145,11 @@ class PandaEnv(gym.Env):
         self.max_target_lead = float(max_target_lead)
         self.ws_low = np.asarray(workspace_low, dtype=np.float64)
         self.ws_high = np.asarray(workspace_high, dtype=np.float64)
-        if self.ws_low.shape != (3,) or self.ws_high.shape != (3,) or np.any(self.ws_low >= self.ws_high):
+        if (
+            self.ws_low.shape != (3,)
+            or self.ws_high.shape != (3,)
+            or np.any(self.ws_low >= self.ws_high)
+        ):
             raise ValueError(f"bad workspace box {workspace_low} .. {workspace_high}")
         self.cameras = tuple(cameras)
         self.image_size = int(image_size)
@@ -188,7 +200,9 @@ class PandaEnv(gym.Env):
 
     # ---- spec & spaces ------------------------------------------------------------
     def _make_embodiment(self) -> EmbodimentSpec:
-        layout = ("dx", "dy", "dz", "dyaw", "gripper") if self.yaw else ("dx", "dy", "dz", "gripper")
+        layout = (
+            ("dx", "dy", "dz", "dyaw", "gripper") if self.yaw else ("dx", "dy", "dz", "gripper")
+        )
         s = self.action_scale
         scale = (s, s, s, self.yaw_scale, 1.0) if self.yaw else (s, s, s, 1.0)
         fields = [*proprio_fields(), *self._task_fields(), keypoint_field(self.keypoint_names)]
@@ -286,7 +300,11 @@ class PandaEnv(gym.Env):
         self._target_yaw = 0.0
         self._reset_extra()
         _, components, success, progress = self._evaluate()
-        info = {"success": bool(success), "progress": float(progress), "reward_components": components}
+        info = {
+            "success": bool(success),
+            "progress": float(progress),
+            "reward_components": components,
+        }
         return self._get_obs(), info
 
     def _reset_extra(self) -> None:
@@ -303,7 +321,9 @@ class PandaEnv(gym.Env):
     def step(self, action):
         a = np.asarray(action, dtype=np.float64).reshape(-1)
         if a.shape != self.action_space.shape:
-            raise ValueError(f"action has shape {a.shape}, expected {self.action_space.shape} {self.embodiment.action.layout}")
+            raise ValueError(
+                f"action has shape {a.shape}, expected {self.action_space.shape} {self.embodiment.action.layout}"
+            )
         if not np.all(np.isfinite(a)):
             raise ValueError(f"action contains NaN or inf: {action!r}")
         a = np.clip(a, -1.0, 1.0)
@@ -317,7 +337,9 @@ class PandaEnv(gym.Env):
             target = np.clip(ee + lead * (self.max_target_lead / dist), self.ws_low, self.ws_high)
         self._target = target
         if self.yaw:
-            self._target_yaw = float(np.clip(self._target_yaw + a[3] * self.yaw_scale, -self.yaw_limit, self.yaw_limit))
+            self._target_yaw = float(
+                np.clip(self._target_yaw + a[3] * self.yaw_scale, -self.yaw_limit, self.yaw_limit)
+            )
         d.ctrl[7] = GRIPPER_CTRL_CLOSED * 0.5 * (1.0 - a[-1])
 
         k = self.ctrl_every
@@ -329,7 +351,11 @@ class PandaEnv(gym.Env):
             raise RuntimeError("simulation diverged (non-finite state)")
 
         reward, components, success, progress = self._evaluate()
-        info = {"success": bool(success), "progress": float(progress), "reward_components": components}
+        info = {
+            "success": bool(success),
+            "progress": float(progress),
+            "reward_components": components,
+        }
         terminated = bool(success and self.terminate_on_success)
         return self._get_obs(), float(reward), terminated, False, info
 
@@ -339,7 +365,11 @@ class PandaEnv(gym.Env):
         r = self._renderers.get(key)
         if r is None:
             r = mujoco.Renderer(self.model, height=height, width=width)
-            for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SKYBOX):
+            for flag in (
+                mujoco.mjtRndFlag.mjRND_SHADOW,
+                mujoco.mjtRndFlag.mjRND_REFLECTION,
+                mujoco.mjtRndFlag.mjRND_SKYBOX,
+            ):
                 r.scene.flags[flag] = False
             self._renderers[key] = r
         r.update_scene(self.data, camera=camera)

@@ -83,7 +83,9 @@ class OperationalSpaceController:
         self._kd_rot = 2.0 * g.damping_ratio * np.sqrt(g.kp_rot)
         self._kd_null = 2.0 * g.damping_null * np.sqrt(g.kp_null)
 
-    def torques(self, data: mujoco.MjData, target_pos: np.ndarray, target_yaw: float = 0.0) -> np.ndarray:
+    def torques(
+        self, data: mujoco.MjData, target_pos: np.ndarray, target_yaw: float = 0.0
+    ) -> np.ndarray:
         """Joint torques (7,) for the current state (uses the kinematics, mass matrix and
         bias forces of the last forward pass, i.e. at most one physics step old)."""
         g, n, m, jac = self.gains, self.n, self.model, self._jac

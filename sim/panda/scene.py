@@ -78,8 +78,20 @@ def base_spec(table_rgba=(0.55, 0.45, 0.35, 1.0)) -> mujoco.MjSpec:
         conaffinity=WORLD_CA,
         friction=[1.0, 0.005, 0.0001],
     )
-    wb.add_light(name="top", pos=[0.4, 0.0, 2.0], dir=[0.0, 0.0, -1.0], diffuse=[0.7, 0.7, 0.7], castshadow=False)
-    wb.add_light(name="side", pos=[1.2, -1.0, 1.2], dir=[-0.6, 0.6, -0.6], diffuse=[0.3, 0.3, 0.3], castshadow=False)
+    wb.add_light(
+        name="top",
+        pos=[0.4, 0.0, 2.0],
+        dir=[0.0, 0.0, -1.0],
+        diffuse=[0.7, 0.7, 0.7],
+        castshadow=False,
+    )
+    wb.add_light(
+        name="side",
+        pos=[1.2, -1.0, 1.2],
+        dir=[-0.6, 0.6, -0.6],
+        diffuse=[0.3, 0.3, 0.3],
+        castshadow=False,
+    )
 
     # Fixed scene cameras: "front" for videos and perception, "side" as a second view.
     for name, pos, target in (
@@ -105,7 +117,9 @@ def add_goal_marker(spec: mujoco.MjSpec, radius: float = 0.02, rgba=(0.1, 0.8, 0
     body.add_site(name="goal", size=[0.005, 0, 0], rgba=[0, 0, 0, 0])
 
 
-def add_block(spec: mujoco.MjSpec, half_size: float = 0.02, mass: float = 0.1, rgba=(0.8, 0.2, 0.2, 1.0)) -> None:
+def add_block(
+    spec: mujoco.MjSpec, half_size: float = 0.02, mass: float = 0.1, rgba=(0.8, 0.2, 0.2, 1.0)
+) -> None:
     """A free cube "object" with a site "object" at its centre."""
     body = spec.worldbody.add_body(name="object", pos=[0.5, 0.0, half_size])
     body.add_freejoint(name="object")
@@ -125,7 +139,9 @@ def add_block(spec: mujoco.MjSpec, half_size: float = 0.02, mass: float = 0.1, r
 
 # Drawer geometry (metres). The cabinet faces the robot (-x); the drawer slides out along -x.
 CABINET_HALF = np.array([0.12, 0.15, 0.08])
-HANDLE_OFFSET = 0.06  # handle bar centre in front of the drawer face (room to hook fingers behind it)
+HANDLE_OFFSET = (
+    0.06  # handle bar centre in front of the drawer face (room to hook fingers behind it)
+)
 HANDLE_HEIGHT = 0.10  # handle z above the table
 DRAWER_TRAVEL = 0.25
 
@@ -155,7 +171,14 @@ def add_drawer(spec: mujoco.MjSpec, rgba=(0.35, 0.5, 0.7, 1.0)) -> None:
     box(cab, "cab_right", [h[0], t, h[2]], [0, -h[1] + t, 0], rgba)
     box(cab, "cab_back", [t, h[1], h[2]], [h[0] - t, 0, 0], rgba)
     # Legs to the table (visual only).
-    box(cab, "cab_leg", [h[0], h[1] * 0.9, 0.01], [0, 0, -h[2] - 0.01], (0.2, 0.2, 0.2, 1), collide=False)
+    box(
+        cab,
+        "cab_leg",
+        [h[0], h[1] * 0.9, 0.01],
+        [0, 0, -h[2] - 0.01],
+        (0.2, 0.2, 0.2, 1),
+        collide=False,
+    )
 
     dr = cab.add_body(name="drawer", pos=[0, 0, 0])
     dr.add_joint(
@@ -172,9 +195,27 @@ def add_drawer(spec: mujoco.MjSpec, rgba=(0.35, 0.5, 0.7, 1.0)) -> None:
     # Drawer: front panel, bottom, sides, back.
     box(dr, "drawer_front", [t, inner[1], inner[2]], [-h[0] + t, 0, 0], dcolor)
     box(dr, "drawer_bottom", [h[0] - 2 * t, inner[1], t / 2], [0, 0, -inner[2] + t / 2], dcolor)
-    box(dr, "drawer_left", [h[0] - 2 * t, t / 2, inner[2] * 0.7], [0, inner[1] - t / 2, -inner[2] * 0.3], dcolor)
-    box(dr, "drawer_right", [h[0] - 2 * t, t / 2, inner[2] * 0.7], [0, -inner[1] + t / 2, -inner[2] * 0.3], dcolor)
-    box(dr, "drawer_back", [t / 2, inner[1], inner[2] * 0.7], [h[0] - 2 * t, 0, -inner[2] * 0.3], dcolor)
+    box(
+        dr,
+        "drawer_left",
+        [h[0] - 2 * t, t / 2, inner[2] * 0.7],
+        [0, inner[1] - t / 2, -inner[2] * 0.3],
+        dcolor,
+    )
+    box(
+        dr,
+        "drawer_right",
+        [h[0] - 2 * t, t / 2, inner[2] * 0.7],
+        [0, -inner[1] + t / 2, -inner[2] * 0.3],
+        dcolor,
+    )
+    box(
+        dr,
+        "drawer_back",
+        [t / 2, inner[1], inner[2] * 0.7],
+        [h[0] - 2 * t, 0, -inner[2] * 0.3],
+        dcolor,
+    )
     # Bar handle: horizontal along y, on two standoffs, in front of the panel.
     hz = HANDLE_HEIGHT - (h[2] + 0.02)  # handle height relative to cabinet centre
     hx = -h[0] - HANDLE_OFFSET

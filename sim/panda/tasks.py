@@ -10,8 +10,6 @@ the terms (their sum is the reward).
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import mujoco
 import numpy as np
 
@@ -38,8 +36,17 @@ def _goal_field() -> ObsField:
 
 def _object_fields() -> tuple[ObsField, ...]:
     return (
-        ObsField("object_pos", (3,), frame="base", units="m", privileged=True, description="block centre"),
-        ObsField("object_quat", (4,), frame="base", units="1", privileged=True, description="block orientation (w, x, y, z)"),
+        ObsField(
+            "object_pos", (3,), frame="base", units="m", privileged=True, description="block centre"
+        ),
+        ObsField(
+            "object_quat",
+            (4,),
+            frame="base",
+            units="1",
+            privileged=True,
+            description="block orientation (w, x, y, z)",
+        ),
     )
 
 
@@ -107,7 +114,10 @@ class _BlockTask(PandaEnv):
         self._obj_body = m.body("object").id
         self._obj_geom = m.geom("object").id
         self._obj_qadr = m.joint("object").qposadr[0]
-        self._pad_geoms = {m.geom(n).id for n in ("left_pad1", "left_pad2")}, {m.geom(n).id for n in ("right_pad1", "right_pad2")}
+        self._pad_geoms = (
+            {m.geom(n).id for n in ("left_pad1", "left_pad2")},
+            {m.geom(n).id for n in ("right_pad1", "right_pad2")},
+        )
         self.block_half = BLOCK_HALF
 
     def _task_fields(self):
@@ -192,7 +202,11 @@ class PandaPushEnv(_BlockTask):
         d_push = float(np.linalg.norm((obj - self.goal)[:2]))
         d_reach = float(np.linalg.norm(self.ee_pos - obj))
         success = d_push < self.success_threshold
-        comps = {"reach": -0.5 * d_reach, "push": -d_push, "success": SUCCESS_BONUS * float(success)}
+        comps = {
+            "reach": -0.5 * d_reach,
+            "push": -d_push,
+            "success": SUCCESS_BONUS * float(success),
+        }
         progress = 1.0 if success else float(np.clip(1.0 - d_push / self._d0, 0.0, 1.0))
         return sum(comps.values()), comps, success, progress
 
@@ -215,7 +229,9 @@ class PandaPickPlaceEnv(_BlockTask):
     def _reset_task(self, rng):
         xy = self._place_block(rng)
         g = self._sample_goal_xy(rng, xy)
-        z = self.block_half + (rng.uniform(0.03, self.max_goal_height) if rng.uniform() < 0.8 else 0.0)
+        z = self.block_half + (
+            rng.uniform(0.03, self.max_goal_height) if rng.uniform() < 0.8 else 0.0
+        )
         self.data.mocap_pos[self._goal_mocap] = (g[0], g[1], z)
 
     def _reset_extra(self):
@@ -278,7 +294,14 @@ class PandaDrawerOpenEnv(PandaEnv):
     def _task_fields(self):
         return (
             _goal_field(),
-            ObsField("drawer_pos", (1,), frame="none", units="m", privileged=True, description="drawer opening, 0 = closed"),
+            ObsField(
+                "drawer_pos",
+                (1,),
+                frame="none",
+                units="m",
+                privileged=True,
+                description="drawer opening, 0 = closed",
+            ),
         )
 
     def _task_obs(self):
@@ -302,7 +325,9 @@ class PandaDrawerOpenEnv(PandaEnv):
         self.data.qpos[self._drawer_qadr] = rng.uniform(0.0, 0.02)
         mujoco.mj_kinematics(m, self.data)
         handle_closed = self.data.site_xpos[self._handle] + np.array([self.opening, 0.0, 0.0])
-        self.data.mocap_pos[self._goal_mocap] = handle_closed - np.array([self.success_opening, 0.0, 0.0])
+        self.data.mocap_pos[self._goal_mocap] = handle_closed - np.array(
+            [self.success_opening, 0.0, 0.0]
+        )
 
     def _reset_extra(self):
         self._d0 = max(np.linalg.norm(self.ee_pos - self.site_pos("handle")), 1e-6)
