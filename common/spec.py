@@ -58,8 +58,9 @@ class ActionSpec:
     ``layout`` names each entry, e.g. ("dx", "dy", "dz", "dyaw", "gripper").
     ``scale`` maps a unit action to a physical command per control step
     (metres for dx/dy/dz, radians for dyaw, unitless for the gripper, where
-    -1 is closed and +1 open). Benchmarks with their own action semantics
-    (Meta-World, dm_control) use layout ("a0", "a1", ...) and scale 1.
+    -1 is closed and +1 open). Meta-World keeps this layout with its own 1 cm
+    scale; benchmarks without Cartesian semantics (dm_control) use layout
+    ("a0", "a1", ...) with the scale that maps [-1, 1] onto their bounds.
     """
 
     layout: tuple[str, ...]

@@ -1,0 +1,129 @@
+"""Wall-clock per env step: our SAC loop against Stable-Baselines3 SAC, same task, same run.
+
+Both learners use the same hyperparameters (UTD 1, batch 256, 256x256 MLPs, lr 3e-4,
+gamma 0.99, tau 0.005, automatic entropy tuning, 2 critics, same warm-up), the same
+env (built by our training code, observations flattened the same way for SB3), and
+the same number of env steps. We time the learning phase only (after the random
+warm-up), where every env step also costs one gradient step.
+
+SB3 is measured twice: with PyTorch's default thread count (what a user gets) and
+with one thread (what our config uses), so the ratio is not just a thread setting.
+
+    uv run python benchmarks/sac_speed.py                    # panda_reach, 6000 steps
+    uv run python benchmarks/sac_speed.py --task metaworld_reach --steps 4000
+Writes benchmarks/results/sac_speed_<task>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from common.spec import flatten_state
+from policies.config import compose
+from policies.train import make_env, run
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class FlatObs(gym.ObservationWrapper):
+    """Dict observation -> the same flat float32 vector our agent sees."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.spec_ = env.unwrapped.embodiment
+        dim = self.spec_.state_dim
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (dim,), np.float32)
+
+    def observation(self, observation: dict) -> np.ndarray:
+        return flatten_state(self.spec_, observation)
+
+
+def ours(task: str, steps: int, warmup: int, seed: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose([
+            f"task={task}", f"seed={seed}", f"total_steps={steps}", f"warmup_steps={warmup}",
+            "eval_every=0", "eval_episodes=1", "checkpoint_every=0", "video=false", "progress=false",
+            f"log_every={max(100, (steps - warmup) // 20)}", f"run_dir={tmp}/run",
+        ])
+        result = run(cfg)
+        rows = [json.loads(line) for line in open(Path(tmp) / "run" / "metrics.jsonl")]
+    train = [r for r in rows if r["kind"] == "train" and r["step"] > warmup]
+    # Learning-phase rate: from the first log row after warm-up to the last one.
+    (s0, t0), (s1, t1) = (train[0]["step"], train[0]["wall_time"]), (train[-1]["step"], train[-1]["wall_time"])
+    return {"learn_steps_per_s": (s1 - s0) / (t1 - t0), "total_wall_s": result["wall_time_s"]}
+
+
+def sb3(task: str, steps: int, warmup: int, seed: int, threads: int | None) -> dict:
+    from stable_baselines3 import SAC as SB3SAC
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Clock(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.marks: list[tuple[int, float]] = []
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps > warmup:
+                self.marks.append((self.num_timesteps, time.perf_counter()))
+            return True
+
+    default_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        env = FlatObs(make_env(compose([f"task={task}"]).task))
+        model = SB3SAC(
+            "MlpPolicy", env, learning_rate=3e-4, buffer_size=steps, learning_starts=warmup, batch_size=256,
+            tau=0.005, gamma=0.99, train_freq=1, gradient_steps=1, ent_coef="auto",
+            policy_kwargs={"net_arch": [256, 256]}, device="cpu", seed=seed, verbose=0,
+        )
+        clock = Clock()
+        t = time.perf_counter()
+        model.learn(total_timesteps=steps, callback=clock, progress_bar=False)
+        wall = time.perf_counter() - t
+        env.close()
+    finally:
+        torch.set_num_threads(default_threads)
+    (s0, t0), (s1, t1) = clock.marks[0], clock.marks[-1]
+    return {"learn_steps_per_s": (s1 - s0) / (t1 - t0), "total_wall_s": wall,
+            "torch_threads": threads or default_threads}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", default="panda_reach")
+    ap.add_argument("--steps", type=int, default=6000, help="env steps per learner, warm-up included")
+    ap.add_argument("--warmup", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    print(f"SAC wall-clock on {args.task}: {args.steps} env steps ({args.warmup} random warm-up), "
+          f"UTD 1, batch 256, 256x256, {torch.get_num_threads()} default torch threads")
+    results = {"task": args.task, "steps": args.steps, "warmup": args.warmup}
+    results["ours"] = ours(args.task, args.steps, args.warmup, args.seed)
+    results["sb3_default_threads"] = sb3(args.task, args.steps, args.warmup, args.seed, threads=None)
+    results["sb3_one_thread"] = sb3(args.task, args.steps, args.warmup, args.seed, threads=1)
+
+    base = results["ours"]["learn_steps_per_s"]
+    print(f"{'learner':<28}{'steps/s (learning)':>20}{'ms/step':>10}{'ours is x faster':>18}")
+    for name in ("ours", "sb3_default_threads", "sb3_one_thread"):
+        sps = results[name]["learn_steps_per_s"]
+        print(f"{name:<28}{sps:>20.1f}{1000 / sps:>10.2f}{base / sps:>18.2f}")
+    results["ratio_vs_sb3_default"] = base / results["sb3_default_threads"]["learn_steps_per_s"]
+    results["ratio_vs_sb3_one_thread"] = base / results["sb3_one_thread"]["learn_steps_per_s"]
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"sac_speed_{args.task}.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
