@@ -1,0 +1,218 @@
+"""The training config schema, its validation, and ``compose`` for building configs in code.
+
+Hydra is the user interface: ``configs/train.yaml`` picks a task, an agent and a
+reward from the config groups, and the dataclasses below are the schema Hydra
+checks every value against (registered in the ConfigStore as ``train_schema``,
+which ``train.yaml`` lists first in its defaults). Types are checked by OmegaConf;
+ranges and choices by :func:`validate`; unknown keys on the command line by
+:func:`check_overrides`, which also suggests the nearest valid key.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+CONFIG_DIR = (Path(__file__).resolve().parent.parent / "configs").as_posix()
+
+
+class ConfigError(ValueError):
+    """A config value or key is wrong; the message names the key and what is allowed."""
+
+
+@dataclass
+class TaskConfig:
+    env_id: str = MISSING  # a registered Gymnasium id, e.g. rewardforge/PandaReach-v0
+    max_episode_steps: int | None = None  # None: the env's registered limit
+    kwargs: dict[str, Any] = field(default_factory=dict)  # env constructor kwargs
+
+
+@dataclass
+class RewardConfig:
+    name: str = "task_dense"
+    kind: str = "task"  # "task": the env's own reward. Other kinds arrive with rewards/.
+    scale: float = 1.0  # reward multiplier applied before storing transitions
+    params: dict[str, Any] = field(default_factory=dict)  # kind-specific settings
+
+
+@dataclass
+class SACConfig:
+    name: str = "sac"
+    hidden: list[int] = field(default_factory=lambda: [256, 256])  # MLP widths, actor and critic
+    critic_ensemble: int = 2  # N critics; RLPD/SERL use 10
+    target_subset: int = 2  # critics sampled for the target min (REDQ/RLPD); == N uses all
+    actor_q: str = "min"  # reduce the ensemble for the actor loss: "min" (SAC) or "mean" (RLPD)
+    critic_layer_norm: bool = False  # LayerNorm in the critic (RLPD)
+    actor_layer_norm: bool = False
+    gamma: float = 0.99  # discount
+    tau: float = 0.005  # Polyak rate for the target critics
+    lr: float = 3e-4  # default learning rate for actor, critic and temperature
+    actor_lr: float | None = None  # None: lr
+    critic_lr: float | None = None
+    alpha_lr: float | None = None
+    batch_size: int = 256
+    utd: int = 1  # update-to-data ratio: critic updates per env step
+    actor_update_every: int = 1  # actor + temperature update every k env steps (after the last critic update)
+    target_update_every: int = 1  # Polyak update every k critic updates
+    n_step: int = 1  # n-step returns
+    autotune_alpha: bool = True  # automatic entropy tuning (Haarnoja et al. 2018b)
+    init_alpha: float = 1.0
+    target_entropy: float | None = None  # None: -|A|
+    buffer_size: int = 1_000_000  # transitions
+    fused_update: bool = True  # one backward for critic, actor and temperature losses
+
+
+@dataclass
+class TrainConfig:
+    task: TaskConfig = MISSING
+    agent: SACConfig = MISSING
+    reward: RewardConfig = MISSING
+    seed: int = 0
+    total_steps: int = 100_000  # env steps (summed over parallel envs)
+    warmup_steps: int = 5_000  # uniform random actions before the policy acts and learning starts
+    num_envs: int = 1  # parallel envs (gymnasium vector env)
+    vector_mode: str = "sync"  # "sync" or "async" (subprocesses) when num_envs > 1
+    eval_every: int = 10_000  # env steps between evaluations (0: only at the end)
+    eval_episodes: int = 10  # deterministic-policy episodes per evaluation
+    checkpoint_every: int = 10_000  # env steps between checkpoints + resumable state (0: end only)
+    log_every: int = 1_000  # env steps between training-metric rows (losses, alpha, steps/s)
+    success_window: int = 20  # episodes in the "recent success" shown on the progress bar
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
+    torch_threads: int = 1  # small networks are fastest single-threaded on CPU
+    video: bool = True  # evaluation video of the final policy
+    video_episodes: int = 1
+    video_fps: float | None = None  # None: the embodiment's control rate
+    progress: bool = True  # tqdm progress bar
+    run_dir: str | None = None  # None: Hydra's output dir (or ./runs/<time> outside Hydra)
+    resume: bool = True  # continue from the run dir's resumable state if there is one
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+
+
+register_configs()
+# ``${rf_or:a,b}``: a unless it is null, else b (train.yaml: hydra.run.dir follows run_dir when set).
+OmegaConf.register_new_resolver("rf_or", lambda a, b: b if a is None else a, replace=True)
+
+
+# ---------------------------------------------------------------------------
+# validation
+
+
+def _fail(key: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"invalid config value {key}={value!r}: {allowed}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check ranges and choices; raise ConfigError naming the key and what is allowed."""
+    a = cfg.agent
+    positive_ints = {
+        "total_steps": cfg.total_steps, "num_envs": cfg.num_envs, "eval_episodes": cfg.eval_episodes,
+        "log_every": cfg.log_every, "success_window": cfg.success_window, "torch_threads": cfg.torch_threads,
+        "agent.critic_ensemble": a.critic_ensemble, "agent.target_subset": a.target_subset,
+        "agent.batch_size": a.batch_size, "agent.utd": a.utd, "agent.actor_update_every": a.actor_update_every,
+        "agent.target_update_every": a.target_update_every, "agent.n_step": a.n_step,
+        "agent.buffer_size": a.buffer_size,
+    }
+    for key, v in positive_ints.items():
+        if v < 1:
+            _fail(key, v, "must be an integer >= 1")
+    for key in ("warmup_steps", "eval_every", "checkpoint_every", "video_episodes"):
+        if cfg[key] < 0:
+            _fail(key, cfg[key], "must be >= 0")
+    for key in ("lr", "actor_lr", "critic_lr", "alpha_lr", "init_alpha"):
+        if a[key] is not None and not a[key] > 0:
+            _fail(f"agent.{key}", a[key], "must be > 0")
+    if not 0.0 <= a.gamma <= 1.0:
+        _fail("agent.gamma", a.gamma, "must be in [0, 1]")
+    if not 0.0 < a.tau <= 1.0:
+        _fail("agent.tau", a.tau, "must be in (0, 1]")
+    if a.target_subset > a.critic_ensemble:
+        _fail("agent.target_subset", a.target_subset, f"must be <= agent.critic_ensemble ({a.critic_ensemble})")
+    if a.actor_q not in ("min", "mean"):
+        _fail("agent.actor_q", a.actor_q, "allowed values: min, mean")
+    if not a.hidden or any(h < 1 for h in a.hidden):
+        _fail("agent.hidden", list(a.hidden), "must be a non-empty list of positive widths")
+    if cfg.vector_mode not in ("sync", "async"):
+        _fail("vector_mode", cfg.vector_mode, "allowed values: sync, async")
+    dev = cfg.device
+    if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        _fail("device", dev, "allowed values: auto, cpu, cuda, cuda:N")
+    if cfg.reward.kind != "task":
+        _fail("reward.kind", cfg.reward.kind, "allowed values: task (the env's own reward)")
+    if cfg.task.max_episode_steps is not None and cfg.task.max_episode_steps < 1:
+        _fail("task.max_episode_steps", cfg.task.max_episode_steps, "must be >= 1 or null")
+    if cfg.video_fps is not None and not cfg.video_fps > 0:
+        _fail("video_fps", cfg.video_fps, "must be > 0 or null")
+
+
+# ---------------------------------------------------------------------------
+# command-line keys
+
+_GROUPS = ("task", "agent", "reward")
+_OPEN_DICTS = ("task.kwargs", "reward.params")  # any key allowed below these
+
+
+def _schema_keys(node: Any, prefix: str = "") -> list[str]:
+    keys = []
+    for k in node:
+        path = f"{prefix}{k}"
+        keys.append(path)
+        child = node._get_node(k)
+        if isinstance(child, DictConfig) and path not in _OPEN_DICTS:
+            keys += _schema_keys(child, path + ".")
+    return keys
+
+
+def check_overrides(overrides: Sequence[str]) -> None:
+    """Reject unknown keys in ``key=value`` overrides with the nearest valid key and the allowed keys.
+
+    Hydra rejects them too, but deep in a traceback and without suggestions. Group
+    choices (``task=...``) are left to Hydra, whose error lists the available options.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    schema = OmegaConf.structured(TrainConfig)
+    schema.task, schema.agent, schema.reward = TaskConfig, SACConfig, RewardConfig
+    known = _schema_keys(schema)
+    parser = OverridesParser.create()
+    for text in overrides:
+        try:
+            (o,) = parser.parse_overrides([text])
+        except Exception:  # noqa: BLE001 - malformed overrides are Hydra's to report
+            continue
+        key = o.key_or_group
+        if o.is_add() or o.is_force_add() or key.split(".")[0].split("/")[0] == "hydra" or "/" in key or key in _GROUPS:
+            continue
+        if key in known or any(key.startswith(p + ".") for p in _OPEN_DICTS):
+            continue
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        siblings = sorted(k for k in known if k.rsplit(".", 1)[0] == parent and "." in k) if parent else sorted(
+            k for k in known if "." not in k
+        )
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown config key {key!r}{hint}. Valid keys here: {', '.join(siblings)}")
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
+    """Build the training config in code, as the command line would: ``compose(["task=panda_reach", "seed=1"])``."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    check_overrides(overrides)
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+    validate(cfg)
+    return cfg

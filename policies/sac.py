@@ -1,0 +1,130 @@
+"""Soft Actor-Critic (Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and Applications").
+
+Options from the sample-efficient SAC line of work:
+* critic ensemble of N with a random subset of M for the target minimum
+  (REDQ, Chen et al. 2021; RLPD, Ball et al. 2023; SERL uses N=10, M=2),
+* LayerNorm in the critic (RLPD),
+* update-to-data ratio: ``utd`` critic updates per env step, the actor once
+  after the last of them (RLPD),
+* n-step returns (the replay buffer supplies R^(n) and gamma^m (1 - terminated)).
+
+Everything in :meth:`SAC.update` stays on the device as tensors: no ``.item()``
+per step; metrics are returned as tensors and read out only when logged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from policies.networks import EnsembleCritic, TanhGaussianActor
+
+
+class SAC:
+    def __init__(self, obs_dim: int, act_dim: int, cfg: Any, device: torch.device | str = "cpu") -> None:
+        self.cfg, self.device = cfg, torch.device(device)
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        hidden = tuple(int(h) for h in cfg.hidden)
+        self.actor = TanhGaussianActor(obs_dim, act_dim, hidden, cfg.actor_layer_norm).to(self.device)
+        self.critic = EnsembleCritic(obs_dim, act_dim, cfg.critic_ensemble, hidden, cfg.critic_layer_norm).to(self.device)
+        self.critic_target = EnsembleCritic(obs_dim, act_dim, cfg.critic_ensemble, hidden, cfg.critic_layer_norm).to(self.device)
+        self.critic_target.load_state_dict(self.critic.state_dict())
+        self.critic_target.requires_grad_(False)
+        self.log_alpha = torch.tensor(float(cfg.init_alpha), device=self.device).log().requires_grad_(cfg.autotune_alpha)
+        self.target_entropy = float(-act_dim if cfg.target_entropy is None else cfg.target_entropy)
+        # One Adam over three parameter groups: parameters without a gradient this step
+        # (the actor on critic-only updates) are skipped by Adam, so one optimiser step
+        # serves critic-only and full updates alike, as one fused multi-tensor kernel.
+        groups = [
+            {"params": list(self.critic.parameters()), "lr": cfg.critic_lr or cfg.lr},
+            {"params": list(self.actor.parameters()), "lr": cfg.actor_lr or cfg.lr},
+        ]
+        if cfg.autotune_alpha:
+            groups.append({"params": [self.log_alpha], "lr": cfg.alpha_lr or cfg.lr})
+        self.optimizer = torch.optim.Adam(groups, fused=self.device.type in ("cpu", "cuda"))
+        self._critic_params = list(self.critic.parameters())
+        self._target_params = list(self.critic_target.parameters())
+        self._num_updates = 0
+        self._all_members = cfg.target_subset >= cfg.critic_ensemble
+
+    # ---- acting -----------------------------------------------------------
+    @torch.inference_mode()
+    def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
+        return self.actor.act(obs, deterministic)
+
+    # ---- learning ---------------------------------------------------------
+    def _target_members(self) -> Tensor | None:
+        if self._all_members:
+            return None
+        return torch.randperm(self.cfg.critic_ensemble, device=self.device)[: self.cfg.target_subset]
+
+    def _reduce(self, q: Tensor) -> Tensor:
+        return q.min(0).values if self.cfg.actor_q == "min" else q.mean(0)
+
+    def update(self, obs: Tensor, act: Tensor, rew: Tensor, next_obs: Tensor, discount: Tensor,
+               update_actor: bool = True) -> dict[str, Tensor]:
+        """One gradient step. ``discount`` = gamma^m (1 - terminated) from the n-step sampler.
+
+        Critic (soft Bellman residual, Haarnoja et al. 2018 eq. 5-6, n-step, subset min):
+            y = R + discount * (min_{j in M} Qbar_j(s', a') - alpha log pi(a'|s')),  a' ~ pi(.|s')
+            L_Q = sum_i 1/2 E[(Q_i(s, a) - y)^2]
+        Actor (eq. 7-10, reparameterised):  L_pi = E[alpha log pi(a~|s) - Q(s, a~)],  a~ ~ pi(.|s)
+        Temperature (eq. 17-18):           L_alpha = E[-log alpha (log pi(a~|s) + H_target)]
+        """
+        alpha = self.log_alpha.detach().exp()
+        with torch.no_grad():
+            next_act, next_logp = self.actor.sample(next_obs)
+            q_next = self.critic_target(next_obs, next_act, members=self._target_members()).min(0).values
+            y = rew + discount * (q_next - alpha * next_logp)
+        q = self.critic(obs, act)  # (N, B)
+        critic_loss = 0.5 * (q - y).pow(2).mean(1).sum()
+        metrics = {"critic_loss": critic_loss.detach(), "q_mean": q.detach().mean()}
+
+        if not self.cfg.fused_update:  # textbook order: critic step, then actor with the new critic
+            self._step(critic_loss)
+            critic_loss = torch.zeros((), device=self.device)
+        if update_actor:
+            pi_act, logp = self.actor.sample(obs)
+            # detach=True: the actor's gradient flows through Q into a~ but not into Q's weights,
+            # so critic and actor losses can share one backward pass.
+            actor_loss = (alpha * logp - self._reduce(self.critic(obs, pi_act, detach=True))).mean()
+            loss = critic_loss + actor_loss
+            if self.cfg.autotune_alpha:
+                loss = loss + (-self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+            self._step(loss)
+            metrics.update(actor_loss=actor_loss.detach(), alpha=alpha, entropy=-logp.detach().mean())
+        elif self.cfg.fused_update:
+            self._step(critic_loss)
+
+        self._num_updates += 1
+        if self._num_updates % self.cfg.target_update_every == 0:  # Polyak: theta' <- (1-tau) theta' + tau theta
+            torch._foreach_lerp_(self._target_params, self._critic_params, self.cfg.tau)
+        return metrics
+
+    def _step(self, loss: Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    # ---- state ------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "log_alpha": self.log_alpha.detach().cpu(),
+            "optimizer": self.optimizer.state_dict(),
+            "num_updates": self._num_updates,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], load_optimizer: bool = True) -> None:
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.critic_target.load_state_dict(state["critic_target"])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"].to(self.device))
+        if load_optimizer:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self._num_updates = int(state.get("num_updates", 0))

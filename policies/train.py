@@ -1,0 +1,357 @@
+"""Off-policy training loop: ``uv run rewardforge-train task=panda_reach seed=1``.
+
+Random warm-up actions, then SAC with ``utd`` critic updates per env step; periodic
+deterministic evaluation, checkpoints and a resumable state (agent, optimiser,
+replay buffer, counters, RNG states, metrics) in the run directory. Rerunning the
+same command with the same ``run_dir`` continues from the last resumable state.
+
+In code (benchmarks)::
+
+    from policies.train import compose, run
+    result = run(compose(["task=panda_reach", "seed=1", "total_steps=20000"]))
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from common.spec import EmbodimentSpec, flatten_state
+from policies import checkpoint, outputs
+from policies.config import CONFIG_DIR, ConfigError, check_overrides, compose, validate
+from policies.replay import ReplayBuffer
+from policies.sac import SAC
+
+__all__ = ["compose", "run", "main", "make_env"]
+
+log = logging.getLogger(__name__)
+RESUME_FORMAT = "rewardforge.resume/1"
+
+
+# ---------------------------------------------------------------------------
+# envs
+
+
+def make_env(task: DictConfig, render_mode: str | None = None) -> gym.Env:
+    import sim
+
+    kwargs = dict(OmegaConf.to_container(task.kwargs, resolve=True) or {})
+    if render_mode is not None:
+        kwargs["render_mode"] = render_mode
+    if task.max_episode_steps is not None:
+        kwargs["max_episode_steps"] = int(task.max_episode_steps)
+    return sim.make(task.env_id, **kwargs)
+
+
+def make_vector_env(cfg: DictConfig) -> gym.vector.VectorEnv:
+    fns = [lambda: make_env(cfg.task) for _ in range(cfg.num_envs)]
+    cls = gym.vector.AsyncVectorEnv if cfg.vector_mode == "async" and cfg.num_envs > 1 else gym.vector.SyncVectorEnv
+    return cls(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"invalid config value device={name!r}: CUDA is not available here; use cpu or auto")
+    return torch.device(name)
+
+
+def resolve_run_dir(cfg: DictConfig) -> Path:
+    if cfg.run_dir is not None:
+        return Path(cfg.run_dir)
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:  # not inside a Hydra app (e.g. run(compose(...)))
+        name = Path(str(cfg.task.env_id).split(":")[-1]).name
+        return Path("runs") / name / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_seed{cfg.seed}"
+
+
+def evaluate(policy_act, env: gym.Env, spec: EmbodimentSpec, episodes: int, seed: int,
+             frames: list[np.ndarray] | None = None) -> tuple[float, float]:
+    """Deterministic policy for ``episodes`` episodes (fixed seeds): (success rate, mean return).
+    An episode counts as a success if ``info["success"]`` was true at any step."""
+    successes, returns = [], []
+    for ep in range(episodes):
+        obs, info = env.reset(seed=seed + ep)
+        done, ret, success = False, 0.0, bool(info.get("success", False))
+        if frames is not None:
+            frames.append(env.render())
+        while not done:
+            obs, r, term, trunc, info = env.step(policy_act(flatten_state(spec, obs)[None])[0])
+            ret += float(r)
+            success = success or bool(info.get("success", False))
+            done = term or trunc
+            if frames is not None:
+                frames.append(env.render())
+        successes.append(success)
+        returns.append(ret)
+    return float(np.mean(successes)), float(np.mean(returns))
+
+
+# ---------------------------------------------------------------------------
+# the loop
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self.run_dir = resolve_run_dir(cfg)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.device = resolve_device(cfg.device)
+        self.envs = make_vector_env(cfg)
+        self.eval_env = make_env(cfg.task)
+        self.spec: EmbodimentSpec = self.eval_env.unwrapped.embodiment
+        obs_dim, act_dim = self.spec.state_dim, self.spec.action.dim
+        if self.envs.single_action_space.shape != (act_dim,):
+            raise ValueError(f"env action space {self.envs.single_action_space.shape} != spec action dim {act_dim}")
+        torch.manual_seed(cfg.seed)
+        self.agent = SAC(obs_dim, act_dim, cfg.agent, self.device)
+        self.buffer = ReplayBuffer(cfg.agent.buffer_size, obs_dim, act_dim, cfg.num_envs, seed=cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed + 1)  # warm-up actions
+        self.step = 0  # env steps so far (all envs)
+        self.num_updates = 0
+        self.episodes = 0
+        self.rows: list[dict[str, Any]] = []  # every metrics row, also in metrics.jsonl
+        self.resumed_from: int | None = None
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.resume_dir = self.run_dir / "resume"
+
+    # ---- metrics ----------------------------------------------------------
+    def record(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        outputs.append_jsonl(self.metrics_path, row)
+
+    # ---- resumable state --------------------------------------------------
+    def save_resume_state(self) -> None:
+        self.resume_dir.mkdir(exist_ok=True)
+        replay_name = f"replay_{self.step}.npz"
+        self.buffer.save(self.resume_dir / replay_name)  # replay first; state.pt names it, so a crash
+        checkpoint.atomic_torch_save({  # between the two writes leaves the previous pair intact
+            "format": RESUME_FORMAT, "step": self.step, "num_updates": self.num_updates,
+            "episodes": self.episodes, "replay": replay_name, "agent": self.agent.state_dict(),
+            "torch_rng": torch.get_rng_state(), "action_rng": repr(self.rng.bit_generator.state),
+            "rows": self.rows, "config": OmegaConf.to_container(self.cfg, resolve=True),
+        }, self.resume_dir / "state.pt")
+        for old in self.resume_dir.glob("replay_*.npz"):
+            if old.name != replay_name:
+                old.unlink(missing_ok=True)
+
+    def try_resume(self) -> bool:
+        path = self.resume_dir / "state.pt"
+        if not (self.cfg.resume and path.exists()):
+            if path.exists():
+                raise ConfigError(f"run_dir {self.run_dir} already holds a run; set resume=true to continue it "
+                                  "or choose another run_dir")
+            return False
+        import ast
+
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        self.agent.load_state_dict(state["agent"])
+        self.buffer.load(self.resume_dir / state["replay"])
+        self.step, self.num_updates, self.episodes = state["step"], state["num_updates"], state["episodes"]
+        torch.set_rng_state(state["torch_rng"])
+        self.rng.bit_generator.state = ast.literal_eval(state["action_rng"])
+        self.rows = list(state["rows"])
+        outputs.rewrite_jsonl(self.metrics_path, self.rows)  # drop rows logged after the saved step
+        self.resumed_from = self.step
+        log.info("resumed from %s at env step %d", path, self.step)
+        return True
+
+    # ---- evaluation / checkpoints -----------------------------------------
+    def policy_act(self, obs_flat: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(obs_flat).to(self.device)
+        return self.agent.act(x, deterministic=True).cpu().numpy()
+
+    def run_eval(self) -> dict[str, Any]:
+        success, ret = evaluate(self.policy_act, self.eval_env, self.spec, self.cfg.eval_episodes,
+                                seed=self.cfg.seed * 100_003 + 1_000_000)
+        row = {"step": self.step, "kind": "eval", "eval_success_rate": success, "eval_return": ret}
+        self.record(row)
+        return row
+
+    def save_checkpoint(self, name: str) -> Path:
+        path = self.run_dir / "checkpoints" / name
+        checkpoint.save(path, self.agent, self.cfg, self.spec, self.step,
+                        extra={"episodes": self.episodes, "num_updates": self.num_updates})
+        return path
+
+    # ---- main loop --------------------------------------------------------
+    def train(self) -> dict[str, Any]:
+        cfg, agent_cfg, E = self.cfg, self.cfg.agent, self.cfg.num_envs
+        OmegaConf.save(cfg, self.run_dir / "config.yaml", resolve=True)
+        self.try_resume()
+        start_step, t0 = self.step, time.perf_counter()
+        obs, _ = self.envs.reset(seed=cfg.seed + self.step)  # a resumed run starts fresh episodes
+        obs_flat = flatten_state(self.spec, obs)
+        ep_ret, ep_len, ep_success = np.zeros(E), np.zeros(E, int), np.zeros(E, bool)
+        recent = deque((r["success"] for r in self.rows if r["kind"] == "episode"), maxlen=cfg.success_window)
+        recent_ret = deque((r["episode_return"] for r in self.rows if r["kind"] == "episode"), maxlen=cfg.success_window)
+        last_metrics: dict[str, torch.Tensor] = {}
+        log_t, log_step = t0, self.step
+        next_log = (self.step // cfg.log_every + 1) * cfg.log_every
+        next_eval = (self.step // cfg.eval_every + 1) * cfg.eval_every if cfg.eval_every else None
+        next_ckpt = (self.step // cfg.checkpoint_every + 1) * cfg.checkpoint_every if cfg.checkpoint_every else None
+        B, utd, n_step, gamma = agent_cfg.batch_size, agent_cfg.utd, agent_cfg.n_step, agent_cfg.gamma
+        bar = tqdm(total=cfg.total_steps, initial=self.step, disable=not cfg.progress, unit="step",
+                   dynamic_ncols=True, mininterval=1.0, desc=Path(str(cfg.task.env_id)).name)
+
+        while self.step < cfg.total_steps:
+            # -- act and store ----------------------------------------------
+            if self.step < cfg.warmup_steps:
+                action = self.rng.uniform(-1.0, 1.0, (E, self.spec.action.dim)).astype(np.float32)
+            else:
+                action = self.agent.act(torch.from_numpy(obs_flat).to(self.device)).cpu().numpy()
+            next_obs, reward, term, trunc, info = self.envs.step(action)
+            next_flat = flatten_state(self.spec, next_obs)
+            done = term | trunc
+            real_next = next_flat
+            success_now = np.asarray(info.get("success", np.zeros(E, bool)), bool)
+            if done.any():  # SAME_STEP autoreset: next_obs holds reset obs; the true s' is in final_obs
+                real_next = next_flat.copy()
+                for i in np.flatnonzero(done):
+                    real_next[i] = flatten_state(self.spec, info["final_obs"][i])
+                    success_now[i] = bool(info["final_info"].get("success", np.zeros(E, bool))[i])
+            self.buffer.add(obs_flat, action, reward * cfg.reward.scale, real_next, term, trunc)
+            obs_flat = next_flat
+            ep_ret += reward
+            ep_len += 1
+            ep_success |= success_now
+            self.step += E
+            for i in np.flatnonzero(done):
+                self.episodes += 1
+                self.record({"step": self.step, "kind": "episode", "episode_return": float(ep_ret[i]),
+                             "episode_length": int(ep_len[i]), "success": bool(ep_success[i])})
+                recent.append(bool(ep_success[i]))
+                recent_ret.append(float(ep_ret[i]))
+                ep_ret[i], ep_len[i], ep_success[i] = 0.0, 0, False
+            bar.update(E)
+
+            # -- learn: utd critic updates per env step, actor after the last -------
+            if self.step >= cfg.warmup_steps and len(self.buffer) >= B:
+                for _ in range(E):
+                    batch = self.buffer.sample(B * utd, n_step, gamma)
+                    t = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
+                    self.num_updates += 1
+                    actor_turn = self.num_updates % agent_cfg.actor_update_every == 0
+                    for j in range(utd):
+                        s = slice(j * B, (j + 1) * B)
+                        m = self.agent.update(t["obs"][s], t["action"][s], t["reward"][s], t["next_obs"][s],
+                                              t["discount"][s], update_actor=actor_turn and j == utd - 1)
+                        last_metrics.update(m)
+
+            # -- log / evaluate / checkpoint ---------------------------------
+            if self.step >= next_log:
+                now = time.perf_counter()
+                sps = (self.step - log_step) / max(now - log_t, 1e-9)
+                log_t, log_step, next_log = now, self.step, next_log + cfg.log_every
+                row = {"step": self.step, "kind": "train", "steps_per_s": sps, "wall_time": now - t0}
+                row.update({k: float(v) for k, v in last_metrics.items()})
+                self.record(row)
+                bar.set_postfix(success=f"{np.mean(recent) if recent else 0:.2f}",
+                                ret=f"{np.mean(recent_ret) if recent_ret else 0:.1f}", sps=f"{sps:.0f}", refresh=False)
+            if next_eval is not None and self.step >= next_eval:
+                next_eval += cfg.eval_every
+                ev = self.run_eval()
+                bar.write(f"step {self.step}: eval success {ev['eval_success_rate']:.2f}, return {ev['eval_return']:.2f}")
+            if next_ckpt is not None and self.step >= next_ckpt:
+                next_ckpt += cfg.checkpoint_every
+                self.save_checkpoint(f"step_{self.step}.pt")
+                self.save_resume_state()
+        bar.close()
+        wall = time.perf_counter() - t0
+
+        # -- the end: final eval, checkpoint, resumable state, pictures ----------
+        evals = [r for r in self.rows if r["kind"] == "eval"]
+        final = evals[-1] if evals and evals[-1]["step"] == self.step else self.run_eval()
+        final_ckpt = self.save_checkpoint("final.pt")
+        if self.resumed_from != self.step:
+            self.save_resume_state()
+        self.write_reports()
+        video = self.write_video() if cfg.video and cfg.video_episodes > 0 else None
+        trained = self.step - start_step
+        result = {
+            "run_dir": str(self.run_dir), "env_steps": self.step, "episodes": self.episodes,
+            "final_eval_success": final["eval_success_rate"], "final_eval_return": final["eval_return"],
+            "train_returns": [r["episode_return"] for r in self.rows if r["kind"] == "episode"],
+            "eval_curve": [(r["step"], r["eval_success_rate"], r["eval_return"]) for r in self.rows if r["kind"] == "eval"],
+            "wall_time_s": wall, "steps_per_s": trained / wall if wall > 0 else 0.0,
+            "resumed_from": self.resumed_from, "checkpoint": str(final_ckpt), "video": str(video) if video else None,
+        }
+        log.info("done: %d env steps, final eval success %.2f, return %.2f, %.0f steps/s, run dir %s",
+                 self.step, result["final_eval_success"], result["final_eval_return"], result["steps_per_s"], self.run_dir)
+        return result
+
+    def write_reports(self) -> None:
+        outputs.write_csv(self.run_dir / "metrics.csv", self.rows)
+        outputs.plot_learning_curve(self.run_dir / "learning_curve.png", self.rows,
+                                    title=f"{self.spec.name} seed {self.cfg.seed}", window=self.cfg.success_window)
+
+    def write_video(self) -> Path | None:
+        try:
+            env = make_env(self.cfg.task, render_mode="rgb_array")
+            frames: list[np.ndarray] = []
+            evaluate(self.policy_act, env, self.spec, self.cfg.video_episodes, seed=self.cfg.seed + 2_000_000,
+                     frames=frames)
+            env.close()
+            fps = self.cfg.video_fps or self.spec.control_hz
+            return outputs.write_video(self.run_dir / "eval_video", [f for f in frames if f is not None], fps)
+        except Exception as err:  # noqa: BLE001 - a renderer problem must not lose a finished run
+            log.warning("could not write the evaluation video: %s", err)
+            return None
+
+    def close(self) -> None:
+        self.envs.close()
+        self.eval_env.close()
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train with ``cfg`` (see :func:`compose`); returns final eval success/return, wall time, steps/s, paths."""
+    validate(cfg)
+    torch.set_num_threads(cfg.torch_threads)
+    trainer = Trainer(cfg)
+    try:
+        return trainer.train()
+    finally:
+        trainer.close()
+
+
+# ---------------------------------------------------------------------------
+# command line
+
+
+def _app(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    try:
+        check_overrides([a for a in sys.argv[1:] if "=" in a and not a.startswith("-")])
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        sys.exit(2)
+    import hydra
+
+    hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")(_app)()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    main()
