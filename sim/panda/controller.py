@@ -13,10 +13,12 @@ redundant joint away from its limits) and ``c = qfrc_bias`` (gravity + Coriolis)
 The orientation target is "gripper pointing straight down, rotated by ``yaw`` about
 the world z axis"; its error is the rotation-vector form ``0.5 sum_i r_i x r*_i``.
 
-The torque is recomputed every ``substeps_per_update`` physics steps (default 2,
-i.e. 250 Hz at dt = 2 ms) and held in between, which runs the physics in C via
-``mj_step(nstep=...)``; at 250 Hz tracking is indistinguishable from a 500 Hz update
-(see tests/test_panda_controller.py) and the env runs ~1.5x faster.
+The env recomputes the torque at ``controller_hz`` (default 250 Hz, every 2nd 2 ms
+physics step) and holds it in between, so the physics runs in C via
+``mj_step(nstep=...)``. Measured on a random walk of 5 cm target jumps at 10 Hz: mean
+tracking error 20 mm at 500, 250 and 100 Hz alike (the lag of a critically damped
+20 rad/s loop, not the update rate); reach env 297 / 447 / 652 steps/s (one core).
+One torque evaluation costs ~30 us, one physics step ~23 us.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ class OSCGains:
 class OperationalSpaceController:
     """Torque controller for the 7 arm joints tracking a pinch-site position + yaw.
 
-    ``dof_ids`` are the arm's dof (and actuator) indices 0..6 in the Panda model.
+    Assumes the arm's joints, dofs and torque actuators are the model's first ``n_arm``
+    (true for gym_hil's panda.xml: joint1..7 / actuator1..7, then the gripper).
     """
 
     def __init__(

@@ -64,9 +64,10 @@ class PushExpert(_Expert):
         half = max(obj[2], 0.01)
         to_goal = goal[:2] - obj[:2]
         dist = np.linalg.norm(to_goal)
-        if dist < 0.01:
-            return self.move(ee, ee, CLOSED)
-        u = to_goal / dist
+        u = to_goal / max(dist, 1e-6)
+        if dist < 0.015 or self.phase == 3:  # done: back off up and away, leave it there
+            self.phase = 3 if dist < 0.03 else 0
+            return self.move(ee, np.array([*(obj[:2] - u * (half + 0.05)), half + 0.08]), CLOSED)
         behind = obj[:2] - u * (half + 0.035)
         rel = ee[:2] - obj[:2]
         along, lateral = rel @ u, abs(rel @ np.array([-u[1], u[0]]))
@@ -87,7 +88,9 @@ class PushExpert(_Expert):
             return self.move(ee, np.array([*ee[:2], half + 0.08]), CLOSED)
         ahead = min(0.04, dist)
         wp2 = obj[:2] - u * (half + 0.01) + u * ahead
-        return self.move(ee, np.array([*wp2, z_push]), CLOSED, max_speed=0.5)
+        return self.move(
+            ee, np.array([*wp2, z_push]), CLOSED, max_speed=0.5 if dist > 0.05 else 0.25
+        )
 
 
 class PickPlaceExpert(_Expert):
