@@ -13,6 +13,7 @@ In code (benchmarks)::
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -291,6 +292,8 @@ class Trainer:
             "wall_time_s": wall, "steps_per_s": trained / wall if wall > 0 else 0.0,
             "resumed_from": self.resumed_from, "checkpoint": str(final_ckpt), "video": str(video) if video else None,
         }
+        summary = {k: v for k, v in result.items() if k != "train_returns"}
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         log.info("done: %d env steps, final eval success %.2f, return %.2f, %.0f steps/s, run dir %s",
                  self.step, result["final_eval_success"], result["final_eval_return"], result["steps_per_s"], self.run_dir)
         return result
