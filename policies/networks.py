@@ -95,7 +95,7 @@ class TanhGaussianActor(nn.Module):
         self.net = mlp(obs_dim, hidden, 2 * act_dim, layer_norm)
 
     def _dist_params(self, obs: Tensor) -> tuple[Tensor, Tensor]:
-        mean, log_std = self.net(obs).chunk(2, dim=-1)
+        mean, log_std = self.net(obs).float().chunk(2, dim=-1)  # fp32 even under bf16 autocast
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1.0)
         return mean, log_std
 

@@ -14,9 +14,11 @@ per step; metrics are returned as tensors and read out only when logged.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from policies.networks import EnsembleCritic, TanhGaussianActor
@@ -24,6 +26,8 @@ from policies.networks import EnsembleCritic, TanhGaussianActor
 
 class SAC:
     def __init__(self, obs_dim: int, act_dim: int, cfg: Any, device: torch.device | str = "cpu") -> None:
+        if isinstance(cfg, DictConfig):  # plain attributes: DictConfig lookups cost ~40 us each, per update
+            cfg = SimpleNamespace(**OmegaConf.to_container(cfg, resolve=True))
         self.cfg, self.device = cfg, torch.device(device)
         self.obs_dim, self.act_dim = obs_dim, act_dim
         hidden = tuple(int(h) for h in cfg.hidden)
@@ -48,6 +52,7 @@ class SAC:
         self._target_params = list(self.critic_target.parameters())
         self._num_updates = 0
         self._all_members = cfg.target_subset >= cfg.critic_ensemble
+        self._bf16 = cfg.precision == "bf16"
 
     # ---- acting -----------------------------------------------------------
     @torch.inference_mode()
@@ -74,11 +79,12 @@ class SAC:
         Temperature (eq. 17-18):           L_alpha = E[-log alpha (log pi(a~|s) + H_target)]
         """
         alpha = self.log_alpha.detach().exp()
-        with torch.no_grad():
+        with torch.no_grad(), self._autocast():
             next_act, next_logp = self.actor.sample(next_obs)
             q_next = self.critic_target(next_obs, next_act, members=self._target_members()).min(0).values
-            y = rew + discount * (q_next - alpha * next_logp)
-        q = self.critic(obs, act)  # (N, B)
+            y = rew + discount * (q_next.float() - alpha * next_logp)
+        with self._autocast():
+            q = self.critic(obs, act).float()  # (N, B)
         critic_loss = 0.5 * (q - y).pow(2).mean(1).sum()
         metrics = {"critic_loss": critic_loss.detach(), "q_mean": q.detach().mean()}
 
@@ -86,10 +92,12 @@ class SAC:
             self._step(critic_loss)
             critic_loss = torch.zeros((), device=self.device)
         if update_actor:
-            pi_act, logp = self.actor.sample(obs)
-            # detach=True: the actor's gradient flows through Q into a~ but not into Q's weights,
-            # so critic and actor losses can share one backward pass.
-            actor_loss = (alpha * logp - self._reduce(self.critic(obs, pi_act, detach=True))).mean()
+            with self._autocast():
+                pi_act, logp = self.actor.sample(obs)
+                # detach=True: the actor's gradient flows through Q into a~ but not into Q's weights,
+                # so critic and actor losses can share one backward pass.
+                q_pi = self._reduce(self.critic(obs, pi_act, detach=True).float())
+            actor_loss = (alpha * logp - q_pi).mean()
             loss = critic_loss + actor_loss
             if self.cfg.autotune_alpha:
                 loss = loss + (-self.log_alpha * (logp.detach() + self.target_entropy)).mean()
@@ -102,6 +110,10 @@ class SAC:
         if self._num_updates % self.cfg.target_update_every == 0:  # Polyak: theta' <- (1-tau) theta' + tau theta
             torch._foreach_lerp_(self._target_params, self._critic_params, self.cfg.tau)
         return metrics
+
+    def _autocast(self) -> torch.autocast:
+        """bf16 matmuls (fp32 weights, optimiser, log-probs, Q outputs and losses) when precision=bf16."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._bf16)
 
     def _step(self, loss: Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)

@@ -207,12 +207,14 @@ class Trainer:
         next_eval = (self.step // cfg.eval_every + 1) * cfg.eval_every if cfg.eval_every else None
         next_ckpt = (self.step // cfg.checkpoint_every + 1) * cfg.checkpoint_every if cfg.checkpoint_every else None
         B, utd, n_step, gamma = agent_cfg.batch_size, agent_cfg.utd, agent_cfg.n_step, agent_cfg.gamma
+        actor_every, reward_scale, warmup, total = (agent_cfg.actor_update_every, cfg.reward.scale,
+                                                    cfg.warmup_steps, cfg.total_steps)
         bar = tqdm(total=cfg.total_steps, initial=self.step, disable=not cfg.progress, unit="step",
                    dynamic_ncols=True, mininterval=1.0, desc=Path(str(cfg.task.env_id)).name)
 
-        while self.step < cfg.total_steps:
+        while self.step < total:
             # -- act and store ----------------------------------------------
-            if self.step < cfg.warmup_steps:
+            if self.step < warmup:
                 action = self.rng.uniform(-1.0, 1.0, (E, self.spec.action.dim)).astype(np.float32)
             else:
                 action = self.agent.act(torch.from_numpy(obs_flat).to(self.device)).cpu().numpy()
@@ -226,7 +228,7 @@ class Trainer:
                 for i in np.flatnonzero(done):
                     real_next[i] = flatten_state(self.spec, info["final_obs"][i])
                     success_now[i] = bool(info["final_info"].get("success", np.zeros(E, bool))[i])
-            self.buffer.add(obs_flat, action, reward * cfg.reward.scale, real_next, term, trunc)
+            self.buffer.add(obs_flat, action, reward * reward_scale, real_next, term, trunc)
             obs_flat = next_flat
             ep_ret += reward
             ep_len += 1
@@ -242,12 +244,12 @@ class Trainer:
             bar.update(E)
 
             # -- learn: utd critic updates per env step, actor after the last -------
-            if self.step >= cfg.warmup_steps and len(self.buffer) >= B:
+            if self.step >= warmup and len(self.buffer) >= B:
                 for _ in range(E):
                     batch = self.buffer.sample(B * utd, n_step, gamma)
                     t = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
                     self.num_updates += 1
-                    actor_turn = self.num_updates % agent_cfg.actor_update_every == 0
+                    actor_turn = self.num_updates % actor_every == 0
                     for j in range(utd):
                         s = slice(j * B, (j + 1) * B)
                         m = self.agent.update(t["obs"][s], t["action"][s], t["reward"][s], t["next_obs"][s],
@@ -256,9 +258,10 @@ class Trainer:
 
             # -- log / evaluate / checkpoint ---------------------------------
             if self.step >= next_log:
+                log_every = cfg.log_every
                 now = time.perf_counter()
                 sps = (self.step - log_step) / max(now - log_t, 1e-9)
-                log_t, log_step, next_log = now, self.step, next_log + cfg.log_every
+                log_t, log_step, next_log = now, self.step, next_log + log_every
                 row = {"step": self.step, "kind": "train", "steps_per_s": sps, "wall_time": now - t0}
                 row.update({k: float(v) for k, v in last_metrics.items()})
                 self.record(row)

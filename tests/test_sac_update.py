@@ -10,7 +10,6 @@ from policies.config import SACConfig, compose
 from policies.sac import SAC
 from policies.train import run
 
-
 TOY_TASK = "env_id: policies.toy_env:rftoy/PointReach-v0\nmax_episode_steps: 50\nkwargs: {}\n"
 
 
@@ -74,8 +73,9 @@ def test_polyak_and_alpha_move():
     assert agent.log_alpha.item() != la
 
 
-def test_sac_learns_point_reach(toy_overrides):
-    cfg = compose([*toy_overrides, "total_steps=2500", "warmup_steps=300", "eval_every=0", "eval_episodes=10",
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_sac_learns_point_reach(toy_overrides, precision):
+    cfg = compose([*toy_overrides, f"agent.precision={precision}", "total_steps=2500", "warmup_steps=300", "eval_every=0", "eval_episodes=10",
                    "agent.hidden=[64,64]", "video=false", "checkpoint_every=0"])
     result = run(cfg)
     # a random policy: return about -45 over 50 steps, success rarely
