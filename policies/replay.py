@@ -89,13 +89,19 @@ class ReplayBuffer:
         path = Path(path)
         n = self.rows if self.full else self.ptr
         tmp = path.with_name(path.name + ".tmp.npz")
+        with open(tmp, "wb") as f:
+            self._savez(f, n)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def _savez(self, f, n: int) -> None:
         np.savez(
-            tmp, obs=self.obs[:n], next_obs=self.next_obs[:n], action=self.action[:n], reward=self.reward[:n],
+            f, obs=self.obs[:n], next_obs=self.next_obs[:n], action=self.action[:n], reward=self.reward[:n],
             terminated=self.terminated[:n], episode_end=self.episode_end[:n],
             meta=np.array([self.rows, self.num_envs, self.obs_dim, self.act_dim, self.ptr, int(self.full)]),
             rng_state=np.frombuffer(repr(self.rng.bit_generator.state).encode(), np.uint8),
         )
-        os.replace(tmp, path)
 
     def load(self, path: str | os.PathLike) -> None:
         with np.load(path) as data:

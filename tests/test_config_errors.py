@@ -41,6 +41,12 @@ def test_bad_values(base, override, pattern):
         compose([*base, override])
 
 
+def test_agent_presets_compose(base):
+    cfg = compose([*base, "agent=rlpd"])
+    assert (cfg.agent.critic_ensemble, cfg.agent.target_subset, cfg.agent.utd) == (10, 2, 20)
+    assert cfg.agent.critic_layer_norm and cfg.agent.batch_size == 256  # the rest inherited from sac.yaml
+
+
 def test_wrong_type_names_the_key(base):
     with pytest.raises(Exception, match="agent.batch_size"):
         compose([*base, "agent.batch_size=lots"])
