@@ -63,6 +63,39 @@ def test_fused_and_sequential_critic_gradients_match():
         torch.testing.assert_close(x, z)
 
 
+@pytest.mark.parametrize("fused", [True, False])
+def test_update_gives_the_critic_only_the_critic_loss_gradient(fused):
+    """Run SAC.update itself and compare the critic's gradient with dL_Q/dtheta computed by hand
+    from a copy taken before the update (same RNG state, so the same target actions)."""
+    import copy
+
+    torch.manual_seed(0)
+    agent = make_agent(hidden=[32, 32], fused_update=fused)
+    ref = copy.deepcopy(agent)
+    o, a, r, o2, d = batch()
+    grads = []
+
+    def spy(loss):
+        agent.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grads.append([p.grad.clone() if p.grad is not None else None for p in agent.critic.parameters()])
+        agent.optimizer.step()
+
+    agent._step = spy
+    state = torch.get_rng_state()
+    agent.update(o, a, r, o2, d, update_actor=True)
+    torch.set_rng_state(state)
+    alpha = ref.log_alpha.detach().exp()
+    with torch.no_grad():
+        na, nlp = ref.actor.sample(o2)
+        y = r + d * (ref.critic_target(o2, na).min(0).values - alpha * nlp)
+    expected = torch.autograd.grad(0.5 * (ref.critic(o, a) - y).pow(2).mean(1).sum(), list(ref.critic.parameters()))
+    for got, want in zip(grads[0], expected, strict=True):
+        torch.testing.assert_close(got, want)
+    if not fused:  # the actor's step must leave the critic without gradient
+        assert all(g is None for g in grads[1])
+
+
 def test_polyak_and_alpha_move():
     agent = make_agent(hidden=[32, 32], tau=0.5)
     before_t = [p.clone() for p in agent.critic_target.parameters()]
