@@ -79,6 +79,7 @@ class TrainConfig:
     warmup_steps: int = 5_000  # uniform random actions before the policy acts and learning starts
     num_envs: int = 1  # parallel envs (gymnasium vector env)
     vector_mode: str = "sync"  # "sync" or "async" (subprocesses) when num_envs > 1
+    overlap_env_step: bool = False  # step the env in a thread while the gradient update runs
     eval_every: int = 10_000  # env steps between evaluations (0: only at the end)
     eval_episodes: int = 10  # deterministic-policy episodes per evaluation
     checkpoint_every: int = 10_000  # env steps between checkpoints + resumable state (0: end only)

@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,7 @@ def evaluate(policy_act, env: gym.Env, spec: EmbodimentSpec, episodes: int, seed
 class Trainer:
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
+        torch.set_num_threads(cfg.torch_threads)  # more threads than free cores makes every op wait
         self.run_dir = resolve_run_dir(cfg)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(cfg.device)
@@ -121,6 +123,8 @@ class Trainer:
             raise ValueError(f"env action space {self.envs.single_action_space.shape} != spec action dim {act_dim}")
         torch.manual_seed(cfg.seed)
         self.agent = SAC(obs_dim, act_dim, cfg.agent, self.device)
+        self._agent_hp = self.agent.cfg  # plain attributes (no DictConfig lookups in the loop)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="env") if cfg.overlap_env_step else None
         self.buffer = ReplayBuffer(cfg.agent.buffer_size, obs_dim, act_dim, cfg.num_envs, seed=cfg.seed)
         self.rng = np.random.default_rng(cfg.seed + 1)  # warm-up actions
         self.step = 0  # env steps so far (all envs)
@@ -206,9 +210,8 @@ class Trainer:
         next_log = (self.step // cfg.log_every + 1) * cfg.log_every
         next_eval = (self.step // cfg.eval_every + 1) * cfg.eval_every if cfg.eval_every else None
         next_ckpt = (self.step // cfg.checkpoint_every + 1) * cfg.checkpoint_every if cfg.checkpoint_every else None
-        B, utd, n_step, gamma = agent_cfg.batch_size, agent_cfg.utd, agent_cfg.n_step, agent_cfg.gamma
-        actor_every, reward_scale, warmup, total = (agent_cfg.actor_update_every, cfg.reward.scale,
-                                                    cfg.warmup_steps, cfg.total_steps)
+        reward_scale, warmup, total, overlap = cfg.reward.scale, cfg.warmup_steps, cfg.total_steps, cfg.overlap_env_step
+        B = agent_cfg.batch_size
         bar = tqdm(total=cfg.total_steps, initial=self.step, disable=not cfg.progress, unit="step",
                    dynamic_ncols=True, mininterval=1.0, desc=Path(str(cfg.task.env_id)).name)
 
@@ -218,7 +221,16 @@ class Trainer:
                 action = self.rng.uniform(-1.0, 1.0, (E, self.spec.action.dim)).astype(np.float32)
             else:
                 action = self.agent.act(torch.from_numpy(obs_flat).to(self.device)).cpu().numpy()
-            next_obs, reward, term, trunc, info = self.envs.step(action)
+            # -- learn: utd critic updates per env step, actor after the last -------
+            # With overlap_env_step the update runs while a worker thread steps the env (torch and
+            # MuJoCo release the GIL); the same policy picked the action, only the newest transition
+            # joins the buffer one update later.
+            if overlap and self.step + E >= warmup and len(self.buffer) >= B:
+                pending = self._pool.submit(self.envs.step, action)
+                self.learn(E, last_metrics)
+                next_obs, reward, term, trunc, info = pending.result()
+            else:
+                next_obs, reward, term, trunc, info = self.envs.step(action)
             next_flat = flatten_state(self.spec, next_obs)
             done = term | trunc
             real_next = next_flat
@@ -243,18 +255,8 @@ class Trainer:
                 ep_ret[i], ep_len[i], ep_success[i] = 0.0, 0, False
             bar.update(E)
 
-            # -- learn: utd critic updates per env step, actor after the last -------
-            if self.step >= warmup and len(self.buffer) >= B:
-                for _ in range(E):
-                    batch = self.buffer.sample(B * utd, n_step, gamma)
-                    t = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
-                    self.num_updates += 1
-                    actor_turn = self.num_updates % actor_every == 0
-                    for j in range(utd):
-                        s = slice(j * B, (j + 1) * B)
-                        m = self.agent.update(t["obs"][s], t["action"][s], t["reward"][s], t["next_obs"][s],
-                                              t["discount"][s], update_actor=actor_turn and j == utd - 1)
-                        last_metrics.update(m)
+            if not overlap and self.step >= warmup and len(self.buffer) >= B:
+                self.learn(E, last_metrics)
 
             # -- log / evaluate / checkpoint ---------------------------------
             if self.step >= next_log:
@@ -301,6 +303,20 @@ class Trainer:
                  self.step, result["final_eval_success"], result["final_eval_return"], result["steps_per_s"], self.run_dir)
         return result
 
+    def learn(self, num_env_steps: int, metrics: dict[str, torch.Tensor]) -> None:
+        """``utd`` critic updates per env step (one sampled batch of utd x B split in B-sized
+        minibatches, as RLPD), the actor and temperature after the last of them."""
+        a = self._agent_hp
+        for _ in range(num_env_steps):
+            batch = self.buffer.sample(a.batch_size * a.utd, a.n_step, a.gamma)
+            t = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
+            self.num_updates += 1
+            actor_turn = self.num_updates % a.actor_update_every == 0
+            for j in range(a.utd):
+                s = slice(j * a.batch_size, (j + 1) * a.batch_size)
+                metrics.update(self.agent.update(t["obs"][s], t["action"][s], t["reward"][s], t["next_obs"][s],
+                                                 t["discount"][s], update_actor=actor_turn and j == a.utd - 1))
+
     def write_reports(self) -> None:
         outputs.write_csv(self.run_dir / "metrics.csv", self.rows)
         outputs.plot_learning_curve(self.run_dir / "learning_curve.png", self.rows,
@@ -320,6 +336,8 @@ class Trainer:
             return None
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
         self.envs.close()
         self.eval_env.close()
 
@@ -327,7 +345,6 @@ class Trainer:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train with ``cfg`` (see :func:`compose`); returns final eval success/return, wall time, steps/s, paths."""
     validate(cfg)
-    torch.set_num_threads(cfg.torch_threads)
     trainer = Trainer(cfg)
     try:
         return trainer.train()

@@ -13,6 +13,8 @@ from policies.config import SACConfig
 from policies.sac import SAC
 from policies.toy_env import PointReachEnv, point_reach_spec
 
+torch.set_num_threads(1)  # as the training config does; 2 threads on a busy 2-core box crawl
+
 
 def trained_agent():
     torch.manual_seed(0)

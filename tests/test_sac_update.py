@@ -12,6 +12,8 @@ from policies.train import run
 
 TOY_TASK = "env_id: policies.toy_env:rftoy/PointReach-v0\nmax_episode_steps: 50\nkwargs: {}\n"
 
+torch.set_num_threads(1)  # as the training config does; 2 threads on a busy 2-core box crawl
+
 
 @pytest.fixture
 def toy_overrides(tmp_path):

@@ -10,19 +10,20 @@ from policies.train import Trainer
 TOY_TASK = "env_id: policies.toy_env:rftoy/PointReach-v0\nmax_episode_steps: 20\nkwargs: {}\n"
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
-def test_vector_envs_store_final_observations(tmp_path, mode):
+@pytest.mark.parametrize(("mode", "overlap"), [("sync", False), ("async", False), ("sync", True)])
+def test_vector_envs_store_final_observations(tmp_path, mode, overlap):
     (tmp_path / "cfg" / "task").mkdir(parents=True)
     (tmp_path / "cfg" / "task" / "point_reach.yaml").write_text(TOY_TASK)
     cfg = compose([f"hydra.searchpath=[file://{tmp_path / 'cfg'}]", "task=point_reach", f"run_dir={tmp_path / 'r'}",
-                   "num_envs=3", f"vector_mode={mode}", "total_steps=300", "warmup_steps=300", "eval_every=0",
-                   "eval_episodes=1", "checkpoint_every=0", "video=false", "progress=false", "agent.hidden=[16]"])
+                   "num_envs=3", f"vector_mode={mode}", f"overlap_env_step={overlap}", "total_steps=300", "warmup_steps=150", "eval_every=0",
+                   "eval_episodes=1", "checkpoint_every=0", "video=false", "progress=false", "agent.hidden=[16]", "agent.batch_size=32"])
     trainer = Trainer(cfg)
     try:
         trainer.train()
         buf = trainer.buffer
         n = buf.ptr
         assert n == 100 and trainer.step == 300
+        assert trainer.num_updates == 153  # 3 per vector step from env step 150 on (both orders)
         # position moves at most step_size * sqrt(2) per step; a reset observation would jump
         jump = np.linalg.norm(buf.next_obs[:n, :, :2] - buf.obs[:n, :, :2], axis=-1)
         assert jump.max() <= 0.1 * np.sqrt(2) + 1e-5
