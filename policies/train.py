@@ -39,6 +39,7 @@ __all__ = ["compose", "run", "main", "make_env"]
 
 log = logging.getLogger(__name__)
 RESUME_FORMAT = "rewardforge.resume/1"
+RESUME_MUST_MATCH = ("task", "agent", "reward", "num_envs", "seed")
 
 
 # ---------------------------------------------------------------------------
@@ -165,6 +166,11 @@ class Trainer:
         import ast
 
         state = torch.load(path, map_location=self.device, weights_only=True)
+        now = OmegaConf.to_container(self.cfg, resolve=True)
+        changed = [k for k in RESUME_MUST_MATCH if state["config"].get(k) != now.get(k)]
+        if changed:  # total_steps, eval/log/checkpoint settings, device... may change; these may not
+            raise ConfigError(f"run_dir {self.run_dir} was started with different {', '.join(changed)}; "
+                              "resume it with the same values (see its config.yaml) or choose another run_dir")
         self.agent.load_state_dict(state["agent"])
         self.buffer.load(self.resume_dir / state["replay"])
         self.step, self.num_updates, self.episodes = state["step"], state["num_updates"], state["episodes"]
@@ -197,8 +203,8 @@ class Trainer:
     # ---- main loop --------------------------------------------------------
     def train(self) -> dict[str, Any]:
         cfg, agent_cfg, E = self.cfg, self.cfg.agent, self.cfg.num_envs
-        OmegaConf.save(cfg, self.run_dir / "config.yaml", resolve=True)
         self.try_resume()
+        OmegaConf.save(cfg, self.run_dir / "config.yaml", resolve=True)
         start_step, t0 = self.step, time.perf_counter()
         obs, _ = self.envs.reset(seed=cfg.seed + self.step)  # a resumed run starts fresh episodes
         obs_flat = flatten_state(self.spec, obs)

@@ -72,6 +72,9 @@ def test_refuses_to_overwrite_without_resume(tmp_path, cfg_dir):
 
     with pytest.raises(ConfigError, match="resume=true"):
         run(compose([*base, "resume=false"]))
+    with pytest.raises(ConfigError, match="different agent, seed"):
+        run(compose([*base, "agent.gamma=0.9", "seed=3"]))
+    assert run(compose([*base, "total_steps=400"]))["env_steps"] == 400  # extending a finished run is fine
 
 
 def test_multirun_sweep(tmp_path, cfg_dir):
