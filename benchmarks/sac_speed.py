@@ -46,19 +46,30 @@ class FlatObs(gym.ObservationWrapper):
         return flatten_state(self.spec_, observation)
 
 
-def ours(task: str, steps: int, warmup: int, seed: int) -> dict:
+# Our variants: the default (fp32, one torch thread), then the same with both cores
+# (SB3's default on this machine), then bf16 matmuls (fp32 weights, optimiser and losses).
+OURS = {
+    "ours fp32 1 thread (default)": [],
+    "ours fp32 2 threads": ["torch_threads=2"],
+    "ours bf16 1 thread": ["agent.precision=bf16"],
+    "ours bf16 2 threads": ["agent.precision=bf16", "torch_threads=2"],
+}
+
+
+def ours(task: str, steps: int, warmup: int, seed: int, overrides: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose([
             f"task={task}", f"seed={seed}", f"total_steps={steps}", f"warmup_steps={warmup}",
             "eval_every=0", "eval_episodes=1", "checkpoint_every=0", "video=false", "progress=false",
-            f"log_every={max(100, (steps - warmup) // 20)}", f"run_dir={tmp}/run",
+            f"log_every={max(100, (steps - warmup) // 20)}", f"run_dir={tmp}/run", *overrides,
         ])
         result = run(cfg)
-        rows = [json.loads(line) for line in open(Path(tmp) / "run" / "metrics.jsonl")]
+        rows = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if r["kind"] == "train" and r["step"] > warmup]
     # Learning-phase rate: from the first log row after warm-up to the last one.
     (s0, t0), (s1, t1) = (train[0]["step"], train[0]["wall_time"]), (train[-1]["step"], train[-1]["wall_time"])
-    return {"learn_steps_per_s": (s1 - s0) / (t1 - t0), "total_wall_s": result["wall_time_s"]}
+    return {"learn_steps_per_s": (s1 - s0) / (t1 - t0), "total_wall_s": result["wall_time_s"],
+            "overrides": overrides}
 
 
 def sb3(task: str, steps: int, warmup: int, seed: int, threads: int | None) -> dict:
@@ -107,18 +118,21 @@ def main() -> None:
 
     print(f"SAC wall-clock on {args.task}: {args.steps} env steps ({args.warmup} random warm-up), "
           f"UTD 1, batch 256, 256x256, {torch.get_num_threads()} default torch threads")
-    results = {"task": args.task, "steps": args.steps, "warmup": args.warmup}
-    results["ours"] = ours(args.task, args.steps, args.warmup, args.seed)
-    results["sb3_default_threads"] = sb3(args.task, args.steps, args.warmup, args.seed, threads=None)
-    results["sb3_one_thread"] = sb3(args.task, args.steps, args.warmup, args.seed, threads=1)
+    results: dict = {"task": args.task, "steps": args.steps, "warmup": args.warmup, "runs": {}}
+    runs = results["runs"]
+    for name, overrides in OURS.items():
+        runs[name] = ours(args.task, args.steps, args.warmup, args.seed, overrides)
+        print(f"  {name}: {runs[name]['learn_steps_per_s']:.1f} steps/s", flush=True)
+    sb3_default = f"sb3 default ({torch.get_num_threads()} threads)"
+    runs[sb3_default] = sb3(args.task, args.steps, args.warmup, args.seed, threads=None)
+    runs["sb3 1 thread"] = sb3(args.task, args.steps, args.warmup, args.seed, threads=1)
 
-    base = results["ours"]["learn_steps_per_s"]
-    print(f"{'learner':<28}{'steps/s (learning)':>20}{'ms/step':>10}{'ours is x faster':>18}")
-    for name in ("ours", "sb3_default_threads", "sb3_one_thread"):
-        sps = results[name]["learn_steps_per_s"]
-        print(f"{name:<28}{sps:>20.1f}{1000 / sps:>10.2f}{base / sps:>18.2f}")
-    results["ratio_vs_sb3_default"] = base / results["sb3_default_threads"]["learn_steps_per_s"]
-    results["ratio_vs_sb3_one_thread"] = base / results["sb3_one_thread"]["learn_steps_per_s"]
+    peer = runs[sb3_default]["learn_steps_per_s"]
+    print(f"{'learner':<32}{'steps/s (learning)':>20}{'ms/step':>10}{'x SB3 default':>15}")
+    for name, r in runs.items():
+        sps = r["learn_steps_per_s"]
+        r["ratio_vs_sb3_default"] = sps / peer
+        print(f"{name:<32}{sps:>20.1f}{1000 / sps:>10.2f}{sps / peer:>15.2f}")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"sac_speed_{args.task}.json"
     out.write_text(json.dumps(results, indent=2))

@@ -85,7 +85,7 @@ def main() -> None:
         print(f"{r['step']:>9}  {r['iqm']:>11.2f}  [{r['ci_low']:.2f}, {r['ci_high']:.2f}]  "
               + " ".join(f"{v:.2f}" for v in r["per_seed"]))
     print(f"first eval step with IQM success >= {args.target}: {reached}  (budget {args.steps})")
-    print(f"training speed per seed: " + ", ".join(f"{r['steps_per_s']:.0f}" for r in runs)
+    print("training speed per seed: " + ", ".join(f"{r['steps_per_s']:.0f}" for r in runs)
           + f" env steps/s; total wall {wall / 60:.1f} min")
 
     RESULTS.mkdir(exist_ok=True)

@@ -31,6 +31,9 @@ class TaskConfig:
     env_id: str = MISSING  # a registered Gymnasium id, e.g. rewardforge/PandaReach-v0
     max_episode_steps: int | None = None  # None: the env's registered limit
     kwargs: dict[str, Any] = field(default_factory=dict)  # env constructor kwargs
+    # The task's default training budget (env steps); train.yaml's total_steps refers to it,
+    # so `task=panda_reach` alone gives a short run and `total_steps=...` still overrides.
+    total_steps: int = 100_000
 
 
 @dataclass
@@ -78,8 +81,10 @@ class TrainConfig:
     total_steps: int = 100_000  # env steps (summed over parallel envs)
     warmup_steps: int = 5_000  # uniform random actions before the policy acts and learning starts
     num_envs: int = 1  # parallel envs (gymnasium vector env)
-    vector_mode: str = "sync"  # "sync" or "async" (subprocesses) when num_envs > 1
-    overlap_env_step: bool = False  # step the env in a thread while the gradient update runs
+    vector_mode: str = "sync"  # "sync" (in process) or "async" (one subprocess per env)
+    # Step the env while the gradient update runs. With vector_mode=async the env runs in
+    # its own process, truly in parallel (measured in benchmarks/sac_speed.py).
+    overlap_env_step: bool = False
     eval_every: int = 10_000  # env steps between evaluations (0: only at the end)
     eval_episodes: int = 10  # deterministic-policy episodes per evaluation
     checkpoint_every: int = 10_000  # env steps between checkpoints + resumable state (0: end only)

@@ -59,8 +59,12 @@ def make_env(task: DictConfig, render_mode: str | None = None) -> gym.Env:
 
 def make_vector_env(cfg: DictConfig) -> gym.vector.VectorEnv:
     fns = [lambda: make_env(cfg.task) for _ in range(cfg.num_envs)]
-    cls = gym.vector.AsyncVectorEnv if cfg.vector_mode == "async" and cfg.num_envs > 1 else gym.vector.SyncVectorEnv
-    return cls(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    mode = gym.vector.AutoresetMode.SAME_STEP
+    if cfg.vector_mode == "async":
+        # "spawn", not the Linux default "fork": a forked child inherits the parent's OpenMP
+        # threads and any EGL context (rendering), and crashes inside them.
+        return gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode, context="spawn")
+    return gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -49,7 +49,8 @@ def test_import_sim_does_not_import_benchmarks():
 @pytest.mark.parametrize("name,env_id", sorted(CONFIGS.items()))
 def test_task_config(name, env_id):
     cfg = yaml.safe_load((ROOT / "configs" / "task" / f"{name}.yaml").read_text())
-    assert set(cfg) == {"env_id", "max_episode_steps", "kwargs"}
+    assert set(cfg) == {"env_id", "max_episode_steps", "total_steps", "kwargs"}
+    assert isinstance(cfg["total_steps"], int) and cfg["total_steps"] > 0
     assert cfg["env_id"] == env_id
     spec = gym.spec(env_id)
     assert cfg["max_episode_steps"] == spec.max_episode_steps

@@ -166,7 +166,7 @@ def test_task_config_matches_registration(env_id):
         "rewardforge/PandaDrawerOpen-v0": "panda_drawer_open",
     }[env_id]
     cfg = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
-    assert set(cfg) == {"env_id", "max_episode_steps", "kwargs"}
+    assert set(cfg) == {"env_id", "max_episode_steps", "total_steps", "kwargs"}
     assert cfg["env_id"] == env_id
     assert cfg["max_episode_steps"] == gym.spec(env_id).max_episode_steps
     env = gym.make(env_id, **cfg["kwargs"])

@@ -54,6 +54,7 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 
 from common.spec import ActionSpec, EmbodimentSpec, ObsField  # noqa: E402
+from sim.gl import before_gl_context  # noqa: E402
 
 DEFAULT_EPISODE_STEPS = 1000
 
@@ -87,6 +88,7 @@ class DMCEnv(gym.Env):
         height: int = 128,
         success_threshold: float = 1.0,
     ) -> None:
+        before_gl_context()  # importing dm_control already opens EGL
         from dm_control import suite
 
         if (domain, task) not in suite.ALL_TASKS:

@@ -63,6 +63,7 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 
 from common.spec import ActionSpec, EmbodimentSpec, ObsField  # noqa: E402
+from sim.gl import before_gl_context  # noqa: E402
 
 MAX_EPISODE_STEPS = 500  # Meta-World's max_path_length
 N_GOALS = 50  # goals per task in Meta-World's MT1 benchmark
@@ -138,6 +139,7 @@ def metaworld_spec(
 @functools.lru_cache(maxsize=32)
 def _mt1_tasks(task: str, goal_set_seed: int) -> tuple:
     """Meta-World's MT1 goal set for one task (cached: building it takes ~0.5 s)."""
+    before_gl_context()  # metaworld imports MuJoCo's renderer stack
     import metaworld
 
     return tuple(metaworld.MT1(task, seed=goal_set_seed).train_tasks)

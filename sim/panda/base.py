@@ -35,6 +35,7 @@ import numpy as np
 from gymnasium import spaces
 
 from common.spec import ActionSpec, EmbodimentSpec, ObsField
+from sim.gl import before_gl_context
 from sim.panda.controller import OperationalSpaceController, yaw_of
 from sim.panda.scene import HOME_QPOS, base_spec
 
@@ -364,6 +365,7 @@ class PandaEnv(gym.Env):
         key = (height, width)
         r = self._renderers.get(key)
         if r is None:
+            before_gl_context()
             r = mujoco.Renderer(self.model, height=height, width=width)
             for flag in (
                 mujoco.mjtRndFlag.mjRND_SHADOW,
