@@ -16,9 +16,10 @@ at the newest stored row. After a truncation the value of s' is still bootstrapp
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
+
+from common.atomic import atomic_open
 
 
 class ReplayBuffer:
@@ -86,14 +87,9 @@ class ReplayBuffer:
     # ---- persistence ------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Write the filled part to ``path`` (.npz) atomically: temp file, then os.replace."""
-        path = Path(path)
         n = self.rows if self.full else self.ptr
-        tmp = path.with_name(path.name + ".tmp.npz")
-        with open(tmp, "wb") as f:
+        with atomic_open(path, tmp_suffix=".tmp.npz") as f:
             self._savez(f, n)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
 
     def _savez(self, f, n: int) -> None:
         np.savez(
