@@ -46,13 +46,16 @@ class FlatObs(gym.ObservationWrapper):
         return flatten_state(self.spec_, observation)
 
 
-# Our variants: the default (fp32, one torch thread), then the same with both cores
-# (SB3's default on this machine), then bf16 matmuls (fp32 weights, optimiser and losses).
+# Our variants: the default (fp32, one torch thread); both cores for torch (SB3's default
+# here); bf16 matmuls (fp32 weights, optimiser and losses); and the env stepping in its
+# own process while the gradient update runs (overlap_env_step + vector_mode=async).
+OVERLAP = ["overlap_env_step=true", "vector_mode=async"]
 OURS = {
     "ours fp32 1 thread (default)": [],
     "ours fp32 2 threads": ["torch_threads=2"],
-    "ours bf16 1 thread": ["agent.precision=bf16"],
+    "ours fp32 1 thread + env overlap": OVERLAP,
     "ours bf16 2 threads": ["agent.precision=bf16", "torch_threads=2"],
+    "ours bf16 1 thread + env overlap": ["agent.precision=bf16", *OVERLAP],
 }
 
 

@@ -1,0 +1,29 @@
+"""The statistics the benchmarks report (IQM + stratified-bootstrap CI via rliable) import and add up.
+
+A broken rliable/arch/pandas combination once surfaced only after a 20-minute benchmark;
+this catches it in seconds."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_iqm_and_ci():
+    iqm_with_ci = _load("sac_success").iqm_with_ci
+    runs = np.array([0.0, 0.8, 0.9, 1.0, 1.0, 1.0, 0.9, 0.2])
+    iqm, lo, hi = iqm_with_ci(runs, reps=300)
+    middle = np.sort(runs)[2:6]  # IQM of 8 runs: mean of the middle four
+    assert np.isclose(iqm, middle.mean())
+    assert lo <= iqm <= hi and 0.0 <= lo and hi <= 1.0
+    iqm_same, lo_same, hi_same = iqm_with_ci(np.full(5, 0.7), reps=100)
+    assert np.isclose(iqm_same, 0.7) and np.isclose(lo_same, 0.7) and np.isclose(hi_same, 0.7)
