@@ -42,6 +42,14 @@ RESUME_FORMAT = "rewardforge.resume/1"
 RESUME_MUST_MATCH = ("task", "agent", "reward", "num_envs", "seed")
 
 
+def _identity(config: dict[str, Any], key: str) -> Any:
+    """The part of ``config[key]`` a resumed run must share; a task's budget may grow like total_steps."""
+    value = config.get(key)
+    if key == "task" and isinstance(value, dict):
+        return {k: v for k, v in value.items() if k != "total_steps"}
+    return value
+
+
 # ---------------------------------------------------------------------------
 # envs
 
@@ -171,7 +179,7 @@ class Trainer:
 
         state = torch.load(path, map_location=self.device, weights_only=True)
         now = OmegaConf.to_container(self.cfg, resolve=True)
-        changed = [k for k in RESUME_MUST_MATCH if state["config"].get(k) != now.get(k)]
+        changed = [k for k in RESUME_MUST_MATCH if _identity(state["config"], k) != _identity(now, k)]
         if changed:  # total_steps, eval/log/checkpoint settings, device... may change; these may not
             raise ConfigError(f"run_dir {self.run_dir} was started with different {', '.join(changed)}; "
                               "resume it with the same values (see its config.yaml) or choose another run_dir")

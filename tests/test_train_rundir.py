@@ -75,6 +75,10 @@ def test_refuses_to_overwrite_without_resume(tmp_path, cfg_dir):
     with pytest.raises(ConfigError, match="different agent, seed"):
         run(compose([*base, "agent.gamma=0.9", "seed=3"]))
     assert run(compose([*base, "total_steps=400"]))["env_steps"] == 400  # extending a finished run is fine
+    with pytest.raises(ConfigError, match="different task"):  # a different env is not the same run
+        run(compose([*base, "total_steps=450", "task.max_episode_steps=10"]))
+    # the task's default budget is a budget, not part of the env: changing it does not block a resume
+    assert run(compose([*base, "total_steps=450", "task.total_steps=7"]))["env_steps"] == 450
 
 
 def test_multirun_sweep(tmp_path, cfg_dir):
