@@ -31,6 +31,8 @@ from policies.config import compose
 from policies.train import make_env, run
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# PyTorch's default thread count, read before any of our runs sets its own (run() does).
+DEFAULT_THREADS = torch.get_num_threads()
 
 
 class FlatObs(gym.ObservationWrapper):
@@ -89,9 +91,8 @@ def sb3(task: str, steps: int, warmup: int, seed: int, threads: int | None) -> d
                 self.marks.append((self.num_timesteps, time.perf_counter()))
             return True
 
-    default_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or DEFAULT_THREADS)
     try:
         env = FlatObs(make_env(compose([f"task={task}"]).task))
         model = SB3SAC(
@@ -105,10 +106,10 @@ def sb3(task: str, steps: int, warmup: int, seed: int, threads: int | None) -> d
         wall = time.perf_counter() - t
         env.close()
     finally:
-        torch.set_num_threads(default_threads)
+        torch.set_num_threads(before)
     (s0, t0), (s1, t1) = clock.marks[0], clock.marks[-1]
     return {"learn_steps_per_s": (s1 - s0) / (t1 - t0), "total_wall_s": wall,
-            "torch_threads": threads or default_threads}
+            "torch_threads": threads or DEFAULT_THREADS}
 
 
 def main() -> None:
@@ -120,13 +121,13 @@ def main() -> None:
     args = ap.parse_args()
 
     print(f"SAC wall-clock on {args.task}: {args.steps} env steps ({args.warmup} random warm-up), "
-          f"UTD 1, batch 256, 256x256, {torch.get_num_threads()} default torch threads")
+          f"UTD 1, batch 256, 256x256, {DEFAULT_THREADS} default torch threads")
     results: dict = {"task": args.task, "steps": args.steps, "warmup": args.warmup, "runs": {}}
     runs = results["runs"]
     for name, overrides in OURS.items():
         runs[name] = ours(args.task, args.steps, args.warmup, args.seed, overrides)
         print(f"  {name}: {runs[name]['learn_steps_per_s']:.1f} steps/s", flush=True)
-    sb3_default = f"sb3 default ({torch.get_num_threads()} threads)"
+    sb3_default = f"sb3 default ({DEFAULT_THREADS} threads)"
     runs[sb3_default] = sb3(args.task, args.steps, args.warmup, args.seed, threads=None)
     runs["sb3 1 thread"] = sb3(args.task, args.steps, args.warmup, args.seed, threads=1)
 

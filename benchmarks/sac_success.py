@@ -33,8 +33,12 @@ def _train_one(args: tuple[str, int, int, int, list[str], str]) -> dict:
                    "progress=false", f"run_dir={run_root}/seed{seed}", "resume=true", *extra])
     t = time.perf_counter()
     result = run(cfg)
+    # Training speed from the run's own log rows, so a run resumed from a finished state
+    # (no new steps) still reports what it ran at.
+    rows = [json.loads(line) for line in (Path(result["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    rates = [r["steps_per_s"] for r in rows if r["kind"] == "train" and r["step"] > cfg.warmup_steps]
     return {"seed": seed, "eval_curve": result["eval_curve"], "wall_s": time.perf_counter() - t,
-            "steps_per_s": result["steps_per_s"], "run_dir": result["run_dir"]}
+            "steps_per_s": float(np.median(rates)) if rates else float("nan"), "run_dir": result["run_dir"]}
 
 
 def iqm_with_ci(values: np.ndarray, reps: int = 2000) -> tuple[float, float, float]:
@@ -85,7 +89,7 @@ def main() -> None:
         print(f"{r['step']:>9}  {r['iqm']:>11.2f}  [{r['ci_low']:.2f}, {r['ci_high']:.2f}]  "
               + " ".join(f"{v:.2f}" for v in r["per_seed"]))
     print(f"first eval step with IQM success >= {args.target}: {reached}  (budget {args.steps})")
-    print("training speed per seed: " + ", ".join(f"{r['steps_per_s']:.0f}" for r in runs)
+    print("median training speed per seed (learning phase): " + ", ".join(f"{r['steps_per_s']:.0f}" for r in runs)
           + f" env steps/s; total wall {wall / 60:.1f} min")
 
     RESULTS.mkdir(exist_ok=True)
@@ -93,7 +97,8 @@ def main() -> None:
                "target": args.target, "first_step_iqm_at_target": reached, "curve": rows,
                "final_iqm": rows[-1] if rows else None, "wall_s": wall,
                "steps_per_s": [r["steps_per_s"] for r in runs], "run_dirs": [r["run_dir"] for r in runs]}
-    out = RESULTS / f"sac_success_{args.task}_{args.steps}.json"
+    tag = "".join(f"_{o.split('.')[-1].replace('=', '-')}" for o in args.overrides)
+    out = RESULTS / f"sac_success_{args.task}_{args.steps}{tag}.json"
     out.write_text(json.dumps(summary, indent=2))
     _plot(rows, args, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")
