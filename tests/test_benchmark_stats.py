@@ -24,6 +24,6 @@ def test_iqm_and_ci():
     iqm, lo, hi = iqm_with_ci(runs, reps=300)
     middle = np.sort(runs)[2:6]  # IQM of 8 runs: mean of the middle four
     assert np.isclose(iqm, middle.mean())
-    assert lo <= iqm <= hi and 0.0 <= lo and hi <= 1.0
+    assert lo <= iqm <= hi and lo >= 0.0 and hi <= 1.0
     iqm_same, lo_same, hi_same = iqm_with_ci(np.full(5, 0.7), reps=100)
     assert np.isclose(iqm_same, 0.7) and np.isclose(lo_same, 0.7) and np.isclose(hi_same, 0.7)
