@@ -68,19 +68,19 @@ from sim.gl import before_gl_context  # noqa: E402
 MAX_EPISODE_STEPS = 500  # Meta-World's max_path_length
 N_GOALS = 50  # goals per task in Meta-World's MT1 benchmark
 
-STATE_LAYOUT: dict[str, tuple[int, int]] = {
+# Meta-World stacks the current and the previous frame: entries 0:18 are the current hand,
+# gripper and object poses, 18:36 the same fields one step earlier, 36:39 the goal.
+_FRAME: dict[str, tuple[int, int]] = {
     "ee_pos": (0, 3),
     "gripper_open": (3, 4),
     "obj1_pos": (4, 7),
     "obj1_quat": (7, 11),
     "obj2_pos": (11, 14),
     "obj2_quat": (14, 18),
-    "prev_ee_pos": (18, 21),
-    "prev_gripper_open": (21, 22),
-    "prev_obj1_pos": (22, 25),
-    "prev_obj1_quat": (25, 29),
-    "prev_obj2_pos": (29, 32),
-    "prev_obj2_quat": (32, 36),
+}
+STATE_LAYOUT: dict[str, tuple[int, int]] = {
+    **_FRAME,
+    **{f"prev_{k}": (a + 18, b + 18) for k, (a, b) in _FRAME.items()},
     "goal_pos": (36, 39),
 }
 
