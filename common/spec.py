@@ -201,3 +201,15 @@ def flatten_state(spec: EmbodimentSpec, obs: Mapping[str, np.ndarray]) -> np.nda
         batch_shape = v.shape[: v.ndim - len(f.shape)]
         parts.append(v.reshape(*batch_shape, f.size))
     return np.concatenate(parts, axis=-1)
+
+
+def unflatten_state(spec: EmbodimentSpec, flat: np.ndarray) -> dict[str, np.ndarray]:
+    """Inverse of :func:`flatten_state`: state vectors ``(..., state_dim)`` back to named fields."""
+    flat = np.asarray(flat)
+    if flat.shape[-1] != spec.state_dim:
+        raise SpecMismatchError(f"state vectors have {flat.shape[-1]} values, {spec.name} has {spec.state_dim}")
+    out, i = {}, 0
+    for f in spec.state_fields:
+        out[f.name] = flat[..., i : i + f.size].reshape(*flat.shape[:-1], *f.shape)
+        i += f.size
+    return out
