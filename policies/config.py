@@ -39,9 +39,14 @@ class TaskConfig:
 @dataclass
 class RewardConfig:
     name: str = "task_dense"
-    kind: str = "task"  # "task": the env's own reward. Other kinds arrive with rewards/.
+    kind: str = "task"  # a reward kind from rewards/ (task, clip, keypoints, classifier, vip, sum, ...)
     scale: float = 1.0  # reward multiplier applied before storing transitions
     params: dict[str, Any] = field(default_factory=dict)  # kind-specific settings
+    normalize: bool = False  # divide by a running std (and centre) of the term's reward
+    # Transitions held back for an expensive (batched) term before it scores them in one
+    # call; an episode end also flushes. Learning never sees a transition without its reward.
+    relabel_batch: int = 256
+    nonfinite: str = "error"  # a NaN/inf reward from the term: "error" (stop, say which) or "zero"
 
 
 @dataclass
@@ -155,8 +160,14 @@ def validate(cfg: DictConfig) -> None:
     dev = cfg.device
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         _fail("device", dev, "allowed values: auto, cpu, cuda, cuda:N")
-    if cfg.reward.kind != "task":
-        _fail("reward.kind", cfg.reward.kind, "allowed values: task (the env's own reward)")
+    from rewards import known_kinds
+
+    if cfg.reward.kind not in known_kinds():
+        _fail("reward.kind", cfg.reward.kind, f"allowed values: {', '.join(known_kinds())}")
+    if cfg.reward.relabel_batch < 1:
+        _fail("reward.relabel_batch", cfg.reward.relabel_batch, "must be an integer >= 1")
+    if cfg.reward.nonfinite not in ("error", "zero"):
+        _fail("reward.nonfinite", cfg.reward.nonfinite, "allowed values: error, zero")
     if cfg.task.max_episode_steps is not None and cfg.task.max_episode_steps < 1:
         _fail("task.max_episode_steps", cfg.task.max_episode_steps, "must be >= 1 or null")
     if cfg.video_fps is not None and not cfg.video_fps > 0:

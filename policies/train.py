@@ -33,6 +33,7 @@ from common.spec import EmbodimentSpec, flatten_state
 from policies import checkpoint, outputs
 from policies.config import CONFIG_DIR, ConfigError, check_overrides, compose, validate
 from policies.replay import ReplayBuffer
+from policies.reward_stream import RewardStream, step_transitions
 from policies.sac import SAC
 
 __all__ = ["compose", "run", "main", "make_env"]
@@ -65,14 +66,41 @@ def make_env(task: DictConfig, render_mode: str | None = None) -> gym.Env:
     return sim.make(task.env_id, **kwargs)
 
 
-def make_vector_env(cfg: DictConfig) -> gym.vector.VectorEnv:
-    fns = [lambda: make_env(cfg.task) for _ in range(cfg.num_envs)]
+def make_vector_env(cfg: DictConfig, task: DictConfig | None = None) -> gym.vector.VectorEnv:
+    task = cfg.task if task is None else task
+    fns = [lambda: make_env(task) for _ in range(cfg.num_envs)]
     mode = gym.vector.AutoresetMode.SAME_STEP
     if cfg.vector_mode == "async":
         # "spawn", not the Linux default "fork": a forked child inherits the parent's OpenMP
         # threads and any EGL context (rendering), and crashes inside them.
         return gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode, context="spawn")
     return gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
+
+
+def build_reward(cfg: DictConfig) -> Any:
+    """The configured reward term, or None for the env's own reward (stored without a detour)."""
+    if cfg.reward.kind == "task" and not cfg.reward.normalize:
+        return None
+    import rewards
+
+    try:
+        return rewards.build(cfg.reward)
+    except rewards.RewardConfigError as err:
+        raise ConfigError(str(err)) from err
+
+
+def task_for_reward(task: DictConfig, term: Any) -> DictConfig:
+    """``task`` with the cameras (and render size) an image-reading reward term needs added to its kwargs."""
+    cams = [k.removeprefix("image_") for k in getattr(term, "requires", ()) if k.startswith("image_")]
+    if not cams:
+        return task
+    task = task.copy()
+    kwargs = dict(OmegaConf.to_container(task.kwargs, resolve=True) or {})
+    kwargs["cameras"] = list(dict.fromkeys([*kwargs.get("cameras", []), *cams]))
+    if term.render_size is not None:
+        kwargs["image_size"] = int(term.render_size)
+    task.kwargs = kwargs
+    return task
 
 
 def resolve_device(name: str) -> torch.device:
@@ -128,9 +156,17 @@ class Trainer:
         self.run_dir = resolve_run_dir(cfg)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(cfg.device)
-        self.envs = make_vector_env(cfg)
+        self.reward_term = build_reward(cfg)
+        train_task = task_for_reward(cfg.task, self.reward_term)
+        try:
+            self.envs = make_vector_env(cfg, train_task)
+        except TypeError as err:  # e.g. a task without cameras asked for images
+            raise ConfigError(f"task {cfg.task.env_id} cannot be made with {dict(train_task.kwargs)} "
+                              f"(needed by reward {cfg.reward.kind!r}): {err}") from err
+        # Evaluation renders no reward cameras; the policy (and its checkpoint's spec) reads state only.
         self.eval_env = make_env(cfg.task)
         self.spec: EmbodimentSpec = self.eval_env.unwrapped.embodiment
+        self.reward_stream: RewardStream | None = None
         obs_dim, act_dim = self.spec.state_dim, self.spec.action.dim
         if self.envs.single_action_space.shape != (act_dim,):
             raise ValueError(f"env action space {self.envs.single_action_space.shape} != spec action dim {act_dim}")
@@ -139,6 +175,15 @@ class Trainer:
         self._agent_hp = self.agent.cfg  # plain attributes (no DictConfig lookups in the loop)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="env") if cfg.overlap_env_step else None
         self.buffer = ReplayBuffer(cfg.agent.buffer_size, obs_dim, act_dim, cfg.num_envs, seed=cfg.seed)
+        if self.reward_term is not None:
+            import rewards
+
+            try:
+                self.reward_term.bind(self.envs.get_attr("embodiment")[0])
+            except rewards.RewardConfigError as err:
+                raise ConfigError(str(err)) from err
+            self.reward_stream = RewardStream(self.reward_term, self.buffer, cfg.num_envs, cfg.reward.scale,
+                                              cfg.reward.relabel_batch, cfg.reward.nonfinite)
         self.rng = np.random.default_rng(cfg.seed + 1)  # warm-up actions
         self.step = 0  # env steps so far (all envs)
         self.num_updates = 0
@@ -155,6 +200,8 @@ class Trainer:
 
     # ---- resumable state --------------------------------------------------
     def save_resume_state(self) -> None:
+        if self.reward_stream is not None:  # held transitions go into the saved replay, scored
+            self.reward_stream.flush()
         self.resume_dir.mkdir(exist_ok=True)
         replay_name = f"replay_{self.step}.npz"
         self.buffer.save(self.resume_dir / replay_name)  # replay first; state.pt names it, so a crash
@@ -163,6 +210,7 @@ class Trainer:
             "episodes": self.episodes, "replay": replay_name, "agent": self.agent.state_dict(),
             "torch_rng": torch.get_rng_state(), "action_rng": repr(self.rng.bit_generator.state),
             "rows": self.rows, "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "reward_term": self.reward_term.state_dict() if self.reward_term is not None else {},
         }, self.resume_dir / "state.pt")
         for old in self.resume_dir.glob("replay_*.npz"):
             if old.name != replay_name:
@@ -184,6 +232,8 @@ class Trainer:
             raise ConfigError(f"run_dir {self.run_dir} was started with different {', '.join(changed)}; "
                               "resume it with the same values (see its config.yaml) or choose another run_dir")
         self.agent.load_state_dict(state["agent"])
+        if self.reward_term is not None:
+            self.reward_term.load_state_dict(state.get("reward_term", {}))
         self.buffer.load(self.resume_dir / state["replay"])
         self.step, self.num_updates, self.episodes = state["step"], state["num_updates"], state["episodes"]
         torch.set_rng_state(state["torch_rng"])
@@ -253,21 +303,38 @@ class Trainer:
             done = term | trunc
             real_next = next_flat
             success_now = np.asarray(info.get("success", np.zeros(E, bool)), bool)
+            stream = self.reward_stream
+            progress = np.asarray(info["progress"], np.float32) if stream is not None and "progress" in info else None
+            real_next_obs = next_obs
             if done.any():  # SAME_STEP autoreset: next_obs holds reset obs; the true s' is in final_obs
                 real_next = next_flat.copy()
+                if stream is not None:
+                    real_next_obs = {k: np.array(v) for k, v in next_obs.items()}
                 for i in np.flatnonzero(done):
                     real_next[i] = flatten_state(self.spec, info["final_obs"][i])
                     success_now[i] = bool(info["final_info"].get("success", np.zeros(E, bool))[i])
-            self.buffer.add(obs_flat, action, reward * reward_scale, real_next, term, trunc)
-            obs_flat = next_flat
+                    if stream is not None:
+                        for k in real_next_obs:
+                            real_next_obs[k][i] = info["final_obs"][i][k]
+                        if progress is not None and "progress" in info["final_info"]:
+                            progress[i] = info["final_info"]["progress"][i]
+            if stream is None:
+                self.buffer.add(obs_flat, action, reward * reward_scale, real_next, term, trunc)
+            else:  # scored by the reward term now, or with the rest of its batch (episode end flushes)
+                stream.add(step_transitions(obs, action, real_next_obs, reward, success_now, progress, ep_len),
+                           obs_flat, real_next, term, trunc)
+            obs, obs_flat = next_obs, next_flat
             ep_ret += reward
             ep_len += 1
             ep_success |= success_now
             self.step += E
             for i in np.flatnonzero(done):
                 self.episodes += 1
-                self.record({"step": self.step, "kind": "episode", "episode_return": float(ep_ret[i]),
-                             "episode_length": int(ep_len[i]), "success": bool(ep_success[i])})
+                row = {"step": self.step, "kind": "episode", "episode_return": float(ep_ret[i]),
+                       "episode_length": int(ep_len[i]), "success": bool(ep_success[i])}
+                if stream is not None:  # the trained reward's return and components (episode_return: the task's)
+                    row.update(stream.end_episode(i))
+                self.record(row)
                 recent.append(bool(ep_success[i]))
                 recent_ret.append(float(ep_ret[i]))
                 ep_ret[i], ep_len[i], ep_success[i] = 0.0, 0, False
