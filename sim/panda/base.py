@@ -36,7 +36,7 @@ from gymnasium import spaces
 
 from common.spec import ActionSpec, EmbodimentSpec, ObsField
 from sim.gl import before_gl_context
-from sim.panda.controller import OperationalSpaceController, yaw_of
+from sim.panda.controller import JointImpedanceController, OperationalSpaceController, yaw_of
 from sim.panda.scene import HOME_QPOS, base_spec
 
 DEFAULT_WORKSPACE_LOW = (0.30, -0.30, 0.01)
@@ -165,6 +165,8 @@ class PandaEnv(gym.Env):
                 raise ValueError(f"unknown camera {cam!r}; the scene has front, side, handcam_rgb")
 
         self.osc = OperationalSpaceController(self.model, "pinch", home_qpos=HOME_QPOS)
+        self.joint_pd = JointImpedanceController(self.model)
+        self._joint_target: np.ndarray | None = None
         self._pinch = self.model.site("pinch").id
         self._split = self.model.tendon("split").id
         self._kp_sites = [self.model.site(n).id for n in self.keypoint_names]
@@ -299,6 +301,7 @@ class PandaEnv(gym.Env):
         mujoco.mj_forward(m, d)
         self._target = np.clip(self.ee_pos, self.ws_low, self.ws_high)
         self._target_yaw = 0.0
+        self._joint_target = None
         self._reset_extra()
         _, components, success, progress = self._evaluate()
         info = {
@@ -328,28 +331,12 @@ class PandaEnv(gym.Env):
         if not np.all(np.isfinite(a)):
             raise ValueError(f"action contains NaN or inf: {action!r}")
         a = np.clip(a, -1.0, 1.0)
-        m, d = self.model, self.data
-
-        ee = self.ee_pos
-        target = np.clip(self._target + a[:3] * self.action_scale, self.ws_low, self.ws_high)
-        lead = target - ee
-        dist = np.linalg.norm(lead)
-        if dist > self.max_target_lead:
-            target = np.clip(ee + lead * (self.max_target_lead / dist), self.ws_low, self.ws_high)
-        self._target = target
+        target_yaw = None
         if self.yaw:
-            self._target_yaw = float(
-                np.clip(self._target_yaw + a[3] * self.yaw_scale, -self.yaw_limit, self.yaw_limit)
-            )
-        d.ctrl[7] = GRIPPER_CTRL_CLOSED * 0.5 * (1.0 - a[-1])
-
-        k = self.ctrl_every
-        for _ in range(self.n_substeps // k):
-            d.ctrl[:7] = self.osc.torques(d, target, self._target_yaw)
-            mujoco.mj_step(m, d, k)
-        mujoco.mj_forward(m, d)
-        if not np.all(np.isfinite(d.qpos)):
-            raise RuntimeError("simulation diverged (non-finite state)")
+            target_yaw = float(np.clip(self._target_yaw + a[3] * self.yaw_scale, -self.yaw_limit, self.yaw_limit))
+        self.command_cartesian(self._target + a[:3] * self.action_scale, target_yaw)
+        self.command_gripper(a[-1])
+        self.advance()
 
         reward, components, success, progress = self._evaluate()
         info = {
@@ -359,6 +346,61 @@ class PandaEnv(gym.Env):
         }
         terminated = bool(success and self.terminate_on_success)
         return self._get_obs(), float(reward), terminated, False, info
+
+    # ---- low-level control (step() uses these; the ROS sim robot drives the arm with them) ----
+    def command_cartesian(self, target_pos: np.ndarray, target_yaw: float | None = None) -> np.ndarray:
+        """Set the fingertip target for operational-space control; returns the target used.
+
+        The target is clipped to the workspace box and to ``max_target_lead`` metres from
+        the fingertips (so a far target cannot wind up a large task-space force).
+        Switches the arm back to Cartesian control after joint commands.
+        """
+        target = np.clip(np.asarray(target_pos, dtype=np.float64).reshape(3), self.ws_low, self.ws_high)
+        ee = self.ee_pos
+        lead = target - ee
+        dist = np.linalg.norm(lead)
+        if dist > self.max_target_lead:
+            target = np.clip(ee + lead * (self.max_target_lead / dist), self.ws_low, self.ws_high)
+        self._target = target
+        if target_yaw is not None:
+            self._target_yaw = float(np.clip(target_yaw, -self.yaw_limit, self.yaw_limit))
+        self._joint_target = None
+        return target.copy()
+
+    def command_joints(self, q_target: np.ndarray) -> None:
+        """Track arm joint positions (7,) with joint impedance control until the next Cartesian command."""
+        q = np.asarray(q_target, dtype=np.float64).reshape(-1)
+        if q.shape != (7,) or not np.all(np.isfinite(q)):
+            raise ValueError(f"joint target must be 7 finite values, got {q_target!r}")
+        lo, hi = self.model.jnt_range[:7, 0], self.model.jnt_range[:7, 1]
+        self._joint_target = np.clip(q, lo, hi)
+
+    def command_gripper(self, command: float) -> None:
+        """Gripper command in [-1, 1]: -1 closed, +1 open (the action's last entry)."""
+        self.data.ctrl[7] = GRIPPER_CTRL_CLOSED * 0.5 * (1.0 - float(np.clip(command, -1.0, 1.0)))
+
+    def advance(self, physics_steps: int | None = None) -> None:
+        """Run the physics for ``physics_steps`` (default: one control period), recomputing
+        the active controller's torques every ``ctrl_every`` steps."""
+        m, d, k = self.model, self.data, self.ctrl_every
+        n = self.n_substeps if physics_steps is None else int(physics_steps)
+        for _ in range(n // k):
+            if self._joint_target is None:
+                d.ctrl[:7] = self.osc.torques(d, self._target, self._target_yaw)
+            else:
+                d.ctrl[:7] = self.joint_pd.torques(d, self._joint_target)
+            mujoco.mj_step(m, d, k)
+        mujoco.mj_forward(m, d)
+        if not np.all(np.isfinite(d.qpos)):
+            raise RuntimeError("simulation diverged (non-finite state)")
+
+    def observe(self) -> dict[str, np.ndarray]:
+        """The current observation (what step() returns), without stepping."""
+        return self._get_obs()
+
+    def evaluate(self) -> tuple[float, dict[str, float], bool, float]:
+        """(reward, components, success, progress) of the current state."""
+        return self._evaluate()
 
     # ---- rendering ----------------------------------------------------------------
     def _render(self, camera: str, height: int, width: int) -> np.ndarray:

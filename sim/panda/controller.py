@@ -121,3 +121,27 @@ class OperationalSpaceController:
 
         out = tau[:n] + data.qfrc_bias[:n]
         return np.clip(out, self.torque_low, self.torque_high)
+
+
+class JointImpedanceController:
+    """Joint-space PD with computed torque, for joint commands (a joint_trajectory or
+    forward_command controller on a real arm):
+
+        tau = M(q) [Kp (q* - q) - Kd qdot] + c(q, qdot)
+
+    on the 7 arm joints, critically damped per joint (Kd = 2 sqrt(Kp)), clipped to the
+    actuators' torque limits. Gripper dofs are left to their own actuator.
+    """
+
+    def __init__(self, model: mujoco.MjModel, kp: float = 200.0, n_arm: int = 7) -> None:
+        self.model, self.n, self.kp, self.kd = model, n_arm, float(kp), 2.0 * np.sqrt(float(kp))
+        self.torque_low = model.actuator_ctrlrange[:n_arm, 0].copy()
+        self.torque_high = model.actuator_ctrlrange[:n_arm, 1].copy()
+        self._qdd = np.zeros(model.nv)
+        self._tau = np.zeros(model.nv)
+
+    def torques(self, data: mujoco.MjData, q_target: np.ndarray) -> np.ndarray:
+        n = self.n
+        self._qdd[:n] = self.kp * (q_target - data.qpos[:n]) - self.kd * data.qvel[:n]
+        mujoco.mj_mulM(self.model, data, self._tau, self._qdd)
+        return np.clip(self._tau[:n] + data.qfrc_bias[:n], self.torque_low, self.torque_high)
