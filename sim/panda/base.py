@@ -384,15 +384,33 @@ class PandaEnv(gym.Env):
         the active controller's torques every ``ctrl_every`` steps."""
         m, d, k = self.model, self.data, self.ctrl_every
         n = self.n_substeps if physics_steps is None else int(physics_steps)
-        for _ in range(n // k):
+        for start in range(0, n, k):
             if self._joint_target is None:
                 d.ctrl[:7] = self.osc.torques(d, self._target, self._target_yaw)
             else:
                 d.ctrl[:7] = self.joint_pd.torques(d, self._joint_target)
-            mujoco.mj_step(m, d, k)
+            mujoco.mj_step(m, d, min(k, n - start))
         mujoco.mj_forward(m, d)
         if not np.all(np.isfinite(d.qpos)):
             raise RuntimeError("simulation diverged (non-finite state)")
+
+    @property
+    def target_yaw(self) -> float:
+        return self._target_yaw
+
+    def ee_frame(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Fingertip (pinch site) position (3,), rotation matrix (3, 3), linear and angular velocity (3,)."""
+        jacp, jacr = np.zeros((3, self.model.nv)), np.zeros((3, self.model.nv))
+        mujoco.mj_jacSite(self.model, self.data, jacp, jacr, self._pinch)
+        return (self.ee_pos, self.data.site_xmat[self._pinch].reshape(3, 3).copy(),
+                jacp @ self.data.qvel, jacr @ self.data.qvel)
+
+    def render_frame(self, camera: str, height: int, width: int) -> np.ndarray:
+        """An RGB frame (uint8) from a named camera, e.g. for a ROS image topic."""
+        return self._render(camera, height, width)
+
+    def camera_fovy(self, camera: str) -> float:
+        return float(self.model.cam_fovy[self.model.camera(camera).id])
 
     def observe(self) -> dict[str, np.ndarray]:
         """The current observation (what step() returns), without stepping."""

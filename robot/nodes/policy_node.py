@@ -1,0 +1,128 @@
+"""The policy on a robot: ``rewardforge-policy``.
+
+Loads a checkpoint, refuses it when its embodiment spec does not match the robot's
+(``embodiment_task``: a sim task id whose spec the robot follows, or ``embodiment_file``:
+a spec saved as JSON/YAML), builds the observation from topics (robot/observation.py:
+each field fresh within ``staleness`` s, all within ``max_skew`` s of each other),
+runs the policy at ``control_rate`` and publishes its command to the command gate,
+never to the arm: the gate's safety layer stands between the two.
+
+Publishes ``policy/cmd`` (TwistStamped, m/s: action * action scale * control rate;
+stamped with the observation's newest input time), ``policy/gripper`` (Float64),
+``policy/action`` (Float64MultiArray, the raw normalised action, for the recorder).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64, Float64MultiArray
+
+from common.spec import EmbodimentSpec
+from robot.observation import ObservationAssembler, Source, load_sources
+from robot.ros_io import COMMAND_QOS, STATE_QOS, extract, to_sec, twist_msg
+
+MSG_TYPES = {"pose": PoseStamped, "twist": TwistStamped, "joints": JointState}
+
+
+def robot_spec(task: str, spec_file: str) -> EmbodimentSpec:
+    """The spec the robot follows: from a file if given, else from the named sim task."""
+    if spec_file:
+        text = Path(spec_file).read_text()
+        data = json.loads(text) if spec_file.endswith(".json") else yaml.safe_load(text)
+        return EmbodimentSpec.from_dict(data)
+    if not task:
+        raise ValueError("set parameter embodiment_task (a sim task id) or embodiment_file (a spec file)")
+    import sim
+
+    env = sim.make(task)
+    try:
+        return env.unwrapped.embodiment
+    finally:
+        env.close()
+
+
+class PolicyNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("policy", **kwargs)
+        p = self.declare_parameter
+        ckpt = p("checkpoint", "").value
+        if not ckpt:
+            raise ValueError("parameter checkpoint is required (a .pt file from rewardforge-train)")
+        self.spec = robot_spec(p("embodiment_task", "rewardforge/PandaReach-v0").value, p("embodiment_file", "").value)
+        from policies.checkpoint import load_policy
+
+        self.policy = load_policy(ckpt, expect=self.spec)  # SpecMismatchError lists every difference
+        self.control_rate = float(p("control_rate", 0.0).value) or self.spec.control_hz
+        self.deterministic = bool(p("deterministic", True).value)
+        obs_map = p("observation_map", "").value
+        overrides = yaml.safe_load(Path(obs_map).read_text()) if obs_map else None
+        self.sources = load_sources(self.spec, overrides)
+        self.assembler = ObservationAssembler(self.spec, self.sources, float(p("staleness", 0.25).value),
+                                              float(p("max_skew", 0.15).value))
+        self.base_frame = p("base_frame", "base").value
+        scale = np.asarray(self.spec.action.scale, float)
+        layout = self.spec.action.layout
+        self.v_scale = scale[:3] * self.control_rate  # m/s per unit action
+        self.yaw_index = layout.index("dyaw") if "dyaw" in layout else None
+        self.yaw_scale = scale[self.yaw_index] * self.control_rate if self.yaw_index is not None else 0.0
+
+        # one subscription per topic, fanning out to every field that reads it
+        by_topic: dict[str, list[tuple[str, int, Source]]] = {}
+        for name, srcs in self.sources.items():
+            for i, src in enumerate(srcs):
+                by_topic.setdefault(src.topic, []).append((name, i, src))
+        for topic, users in by_topic.items():
+            kind = users[0][2].kind
+            self.create_subscription(MSG_TYPES[kind], topic, lambda m, u=users: self._on_input(m, u), STATE_QOS)
+        self.pub_cmd = self.create_publisher(TwistStamped, "policy/cmd", COMMAND_QOS)
+        self.pub_grip = self.create_publisher(Float64, "policy/gripper", COMMAND_QOS)
+        self.pub_action = self.create_publisher(Float64MultiArray, "policy/action", STATE_QOS)
+        self.create_timer(1.0 / self.control_rate, self._tick)
+        self.latencies: list[float] = []  # seconds from tick start to publish (compute latency)
+        self.skipped = 0
+        self.get_logger().info(f"{ckpt} on {self.spec.name} at {self.control_rate:g} Hz; inputs: {sorted(by_topic)}")
+
+    def now(self) -> float:
+        return to_sec(self.get_clock().now().to_msg())
+
+    def _on_input(self, msg: object, users: list[tuple[str, int, Source]]) -> None:
+        stamp = to_sec(msg.header.stamp)  # type: ignore[attr-defined]
+        for name, i, src in users:
+            try:
+                self.assembler.put(name, i, extract(src, msg), stamp)
+            except KeyError as err:
+                self.get_logger().warning(str(err), throttle_duration_sec=2.0)
+
+    def _tick(self) -> None:
+        t0 = time.perf_counter()
+        now = self.now()
+        obs, problems = self.assembler.assemble(now)
+        if obs is None:  # nothing is sent: the gate's watchdog holds the arm
+            self.skipped += 1
+            self.get_logger().warning("no command: " + "; ".join(problems[:3]), throttle_duration_sec=2.0)
+            return
+        a = np.clip(self.policy(obs, deterministic=self.deterministic), -1.0, 1.0)
+        stamp = max(s for _, s in self.assembler.latest.values())
+        yaw_rate = float(a[self.yaw_index] * self.yaw_scale) if self.yaw_index is not None else 0.0
+        self.pub_cmd.publish(twist_msg(a[:3] * self.v_scale, np.array([0.0, 0.0, yaw_rate]), self.base_frame, stamp))
+        self.pub_grip.publish(Float64(data=float(a[-1])))
+        self.pub_action.publish(Float64MultiArray(data=[float(x) for x in a]))
+        self.latencies.append(time.perf_counter() - t0)
+
+
+def main(args: list[str] | None = None) -> None:
+    from robot.nodes import spin
+
+    spin(PolicyNode, args)
+
+
+if __name__ == "__main__":
+    main()

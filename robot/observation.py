@@ -1,0 +1,126 @@
+"""Where each observation field of an embodiment spec comes from on ROS, and assembling them.
+
+A policy trained in simulation reads a dict of named fields (``common.spec``). On a
+robot each field is read from a standard message:
+
+=============  ==========================================  =====================
+kind           message                                     part
+=============  ==========================================  =====================
+``pose``       geometry_msgs/PoseStamped                   position | yaw | quat
+``twist``      geometry_msgs/TwistStamped                  linear | angular
+``joints``     sensor_msgs/JointState (named joints)       position | velocity
+=============  ==========================================  =====================
+
+:func:`default_sources` gives the mapping the MuJoCo sim robot publishes (and that a
+real arm's drivers plus a perception node would publish under the same names); any
+entry can be replaced from a YAML file (``observation_map`` parameter of the policy node).
+
+:class:`ObservationAssembler` keeps the newest value and stamp of every field and
+builds an observation only when every field is present, finite, no older than
+``staleness`` seconds, and all stamps lie within ``max_skew`` of each other (time
+alignment); otherwise it says what is wrong, and the policy node sends nothing (the
+safety layer's watchdog then holds the arm). Pure Python, no rclpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.spec import EmbodimentSpec
+
+ARM_JOINTS = tuple(f"joint{i}" for i in range(1, 8))  # the Panda model's joint names
+GRIPPER_JOINT = "gripper"  # sim convention: a virtual joint whose position is the openness in [0, 1]
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str  # pose | twist | joints
+    topic: str
+    part: str  # pose: position|yaw|quat; twist: linear|angular; joints: position|velocity
+    names: tuple[str, ...] = ()  # joints: which joints, in order
+
+    def __post_init__(self) -> None:
+        parts = {"pose": ("position", "yaw", "quat"), "twist": ("linear", "angular"), "joints": ("position", "velocity")}
+        if self.kind not in parts:
+            raise ValueError(f"source kind {self.kind!r} unknown; allowed: {', '.join(parts)}")
+        if self.part not in parts[self.kind]:
+            raise ValueError(f"source part {self.part!r} for kind {self.kind}; allowed: {', '.join(parts[self.kind])}")
+        if self.kind == "joints" and not self.names:
+            raise ValueError(f"joints source on {self.topic} needs joint names")
+
+
+def default_sources(spec: EmbodimentSpec) -> dict[str, list[Source]]:
+    """Field name -> its sources (one per field; several for ``keypoints``, one per keypoint)."""
+    table: dict[str, list[Source]] = {
+        "ee_pos": [Source("pose", "ee_pose", "position")],
+        "ee_yaw": [Source("pose", "ee_pose", "yaw")],
+        "ee_vel": [Source("twist", "ee_twist", "linear")],
+        "gripper": [Source("joints", "/joint_states", "position", (GRIPPER_JOINT,))],
+        "joint_pos": [Source("joints", "/joint_states", "position", ARM_JOINTS)],
+        "joint_vel": [Source("joints", "/joint_states", "velocity", ARM_JOINTS)],
+        "goal_pos": [Source("pose", "objects/goal/pose", "position")],
+        "object_pos": [Source("pose", "objects/object/pose", "position")],
+        "object_quat": [Source("pose", "objects/object/pose", "quat")],
+        "drawer_pos": [Source("joints", "objects/joint_states", "position", ("drawer",))],
+        "keypoints": [Source("pose", f"keypoints/{n}", "position") for n in spec.extra.get("keypoint_names", ())],
+    }
+    return {f.name: table[f.name] for f in spec.state_fields if f.name in table}
+
+
+def load_sources(spec: EmbodimentSpec, overrides: Mapping[str, object] | None) -> dict[str, list[Source]]:
+    """Defaults with entries replaced from a mapping (a parsed YAML file):
+    ``field: {kind, topic, part, names}`` or a list of those (keypoints)."""
+    sources = default_sources(spec)
+    for name, entry in (overrides or {}).items():
+        if name not in spec.obs_names:
+            raise ValueError(f"observation_map names {name!r}, which {spec.name} does not have; fields: {spec.obs_names}")
+        entries = entry if isinstance(entry, list) else [entry]
+        sources[name] = [Source(e["kind"], e["topic"], e["part"], tuple(e.get("names", ()))) for e in entries]
+    missing = [f.name for f in spec.state_fields if f.name not in sources]
+    if missing:
+        raise ValueError(f"no ROS source for observation fields {missing} of {spec.name}; add them to observation_map")
+    return sources
+
+
+class ObservationAssembler:
+    def __init__(self, spec: EmbodimentSpec, sources: Mapping[str, list[Source]], staleness: float = 0.25,
+                 max_skew: float = 0.15) -> None:
+        self.spec, self.sources = spec, dict(sources)
+        self.staleness, self.max_skew = float(staleness), float(max_skew)
+        # latest (value, stamp) per (field, index of source)
+        self.latest: dict[tuple[str, int], tuple[np.ndarray, float]] = {}
+
+    def put(self, field: str, index: int, value: np.ndarray, stamp: float) -> None:
+        self.latest[(field, index)] = (np.asarray(value, np.float32), float(stamp))
+
+    def assemble(self, now: float) -> tuple[dict[str, np.ndarray] | None, list[str]]:
+        """(observation, []) when everything is fresh, aligned and finite; else (None, problems)."""
+        problems: list[str] = []
+        obs: dict[str, np.ndarray] = {}
+        stamps: list[float] = []
+        for f in self.spec.state_fields:
+            parts = []
+            for i, src in enumerate(self.sources[f.name]):
+                got = self.latest.get((f.name, i))
+                if got is None:
+                    problems.append(f"{f.name}: nothing received on {src.topic}")
+                    continue
+                value, stamp = got
+                if now - stamp > self.staleness:
+                    problems.append(f"{f.name}: {src.topic} is {now - stamp:.3f} s old (> {self.staleness} s)")
+                if not np.all(np.isfinite(value)):
+                    problems.append(f"{f.name}: non-finite value from {src.topic}")
+                parts.append(value)
+                stamps.append(stamp)
+            if len(parts) == len(self.sources[f.name]):
+                value = np.stack(parts) if f.name == "keypoints" else parts[0]
+                if value.size != f.size:
+                    problems.append(f"{f.name}: got {value.size} values, spec says shape {f.shape}")
+                else:
+                    obs[f.name] = value.reshape(f.shape)
+        if stamps and max(stamps) - min(stamps) > self.max_skew:
+            problems.append(f"inputs not time-aligned: stamps span {max(stamps) - min(stamps):.3f} s (> {self.max_skew} s)")
+        return (None, problems) if problems else (obs, [])
