@@ -47,6 +47,10 @@ class RewardConfig:
     # call; an episode end also flushes. Learning never sees a transition without its reward.
     relabel_batch: int = 256
     nonfinite: str = "error"  # a NaN/inf reward from the term: "error" (stop, say which) or "zero"
+    # Reward-hacking monitor (rewards/monitor.py) on every scored batch, against the sim's ground truth;
+    # its counts go into the training log. monitor_params: RewardMonitor's settings.
+    monitor: bool = True
+    monitor_params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -178,7 +182,7 @@ def validate(cfg: DictConfig) -> None:
 # command-line keys
 
 _GROUPS = ("task", "agent", "reward")
-_OPEN_DICTS = ("task.kwargs", "reward.params")  # any key allowed below these
+_OPEN_DICTS = ("task.kwargs", "reward.params", "reward.monitor_params")  # any key allowed below these
 
 
 def _schema_keys(node: Any, prefix: str = "") -> list[str]:

@@ -10,7 +10,9 @@ directly. With any other term, each env step goes through :class:`RewardStream`:
 
 Only scored transitions enter the replay buffer, so learning never trains on a
 transition whose reward is still missing. Per-env sums of the reward and of each
-component are kept for the episode log (Eureka-style reflection reads them later).
+component are kept for the episode log (Eureka-style reflection reads them later), and
+a reward-hacking monitor (rewards/monitor.py) checks every scored batch against the
+sim's ground truth; its counts go into the training log.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 
 from policies.replay import ReplayBuffer
 from rewards import RewardTerm, Transitions
+from rewards.monitor import RewardMonitor
 
 
 @dataclass
@@ -35,8 +38,8 @@ class _Step:
 
 class RewardStream:
     def __init__(self, term: RewardTerm, buffer: ReplayBuffer, num_envs: int, scale: float = 1.0,
-                 relabel_batch: int = 256, nonfinite: str = "error") -> None:
-        self.term, self.buffer, self.num_envs = term, buffer, num_envs
+                 relabel_batch: int = 256, nonfinite: str = "error", monitor: RewardMonitor | None = None) -> None:
+        self.term, self.buffer, self.num_envs, self.monitor = term, buffer, num_envs, monitor
         self.scale, self.relabel_batch, self.nonfinite = float(scale), int(relabel_batch), nonfinite
         self.pending: list[_Step] = []
         self.episode_reward = np.zeros(num_envs)
@@ -62,7 +65,10 @@ class RewardStream:
         if not self.pending:
             return
         steps, self.pending = self.pending, []
-        out = self.term(Transitions.concat([s.batch for s in steps]))
+        batch = Transitions.concat([s.batch for s in steps])
+        out = self.term(batch)
+        if self.monitor is not None:  # flags where this reward and the task state disagree
+            self.monitor.update(out, batch.success, batch.progress)
         n, E = len(steps), self.num_envs
         reward = out.reward.astype(np.float64)
         bad = ~np.isfinite(reward)

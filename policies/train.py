@@ -182,8 +182,16 @@ class Trainer:
                 self.reward_term.bind(self.envs.get_attr("embodiment")[0])
             except rewards.RewardConfigError as err:
                 raise ConfigError(str(err)) from err
+            monitor = None
+            if cfg.reward.monitor:
+                from rewards.monitor import RewardMonitor
+
+                try:
+                    monitor = RewardMonitor.from_config(OmegaConf.to_container(cfg.reward.monitor_params))
+                except rewards.RewardConfigError as err:
+                    raise ConfigError(f"reward.monitor_params: {err}") from err
             self.reward_stream = RewardStream(self.reward_term, self.buffer, cfg.num_envs, cfg.reward.scale,
-                                              cfg.reward.relabel_batch, cfg.reward.nonfinite)
+                                              cfg.reward.relabel_batch, cfg.reward.nonfinite, monitor)
         self.rng = np.random.default_rng(cfg.seed + 1)  # warm-up actions
         self.step = 0  # env steps so far (all envs)
         self.num_updates = 0
@@ -351,6 +359,10 @@ class Trainer:
                 log_t, log_step, next_log = now, self.step, next_log + log_every
                 row = {"step": self.step, "kind": "train", "steps_per_s": sps, "wall_time": now - t0}
                 row.update({k: float(v) for k, v in last_metrics.items()})
+                if self.reward_stream is not None and self.reward_stream.monitor is not None:
+                    m = self.reward_stream.monitor.summary()
+                    row.update({f"monitor/{k}": m[k] for k in ("flag_rate", "flagged", "transitions")})
+                    row.update({f"monitor/{k}": v for k, v in m.items() if k.startswith("rate/")})
                 self.record(row)
                 bar.set_postfix(success=f"{np.mean(recent) if recent else 0:.2f}",
                                 ret=f"{np.mean(recent_ret) if recent_ret else 0:.1f}", sps=f"{sps:.0f}", refresh=False)

@@ -143,3 +143,23 @@ def test_reward_config_errors(tmp_path):
     cfg = toy_cfg(tmp_path, "reward.kind=test_sees_frames")  # the toy env renders no cameras
     with pytest.raises(ConfigError, match="cannot be made with"):
         Trainer(cfg)
+
+
+def test_hacking_monitor_counts_reach_the_training_log(tmp_path):
+    StepIndex.calls, StepIndex.nan = [], False
+    # reward = step index: high late in every episode, whether or not the point reached the goal
+    trainer = Trainer(toy_cfg(tmp_path, "log_every=50", "+reward.monitor_params.min_history=20"))
+    try:
+        trainer.train()
+        rows = [r for r in trainer.rows if r["kind"] == "train"]
+        assert rows and all("monitor/flag_rate" in r for r in rows)
+        assert rows[-1]["monitor/transitions"] == 200 - trainer.reward_stream.waiting
+        assert rows[-1]["monitor/flagged"] > 0 and rows[-1]["monitor/rate/high_reward_failure"] > 0
+    finally:
+        trainer.close()
+    trainer = Trainer(toy_cfg(tmp_path / "off", "log_every=50", "reward.monitor=false"))
+    try:
+        trainer.train()
+        assert not any("monitor/flag_rate" in r for r in trainer.rows)
+    finally:
+        trainer.close()
