@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
-from std_msgs.msg import Bool
+from std_msgs.msg import Bool, Float64
 
 from robot.ros_io import COMMAND_QOS, LATCHED_QOS, STATE_QOS, twist_msg
 from tests.ros_harness import Probe, processes, ros_args
@@ -39,12 +40,26 @@ def speed(msg):
 
 
 def test_trained_checkpoint_reaches_through_ros_and_a_person_can_take_over(probe):
+    probe.sub(Float64, "reward/value", STATE_QOS)
+    probe.sub(Bool, "reward/success", STATE_QOS)
+    probe.sub(DiagnosticArray, "reward/diagnostics", STATE_QOS)
     with processes(("sim_robot", {"task": TASK, "seed": 3}), ("command_gate", {}),
-                   ("policy_node", {"checkpoint": POLICY, "embodiment_task": TASK})) as procs:
+                   ("policy_node", {"checkpoint": POLICY, "embodiment_task": TASK}),
+                   ("reward_monitor", {"reward": "keypoints", "embodiment_task": TASK,
+                                       "ground_truth_topic": "sim/success"})) as procs:
         assert probe.spin_until(lambda: probe.last("sim/success") is not None, 60, procs), "sim robot silent"
         reached = probe.spin_until(lambda: probe.last("sim/success").data, 40, procs)
         assert reached, "the policy did not reach the goal through ROS"
         assert not probe.last("intervention").data
+
+        # The reward monitor scored the same run live: the keypoint reward rose and its success
+        # verdict agrees with the sim's; the hacking monitor publishes its diagnostics.
+        assert probe.spin_until(lambda: probe.last("reward/success") is not None
+                                and probe.last("reward/success").data, 10, procs)
+        values = [m.data for m in probe.msgs["reward/value"]]
+        assert values[-1] > values[0]
+        names = {s.name for s in probe.last("reward/diagnostics").status}
+        assert "rewardforge/reward/components" in names and len(names) > 1
 
         # A person pushes the SpaceMouse along +y: within one 10 Hz control period the gate's
         # command follows the person, and the intervention flag is up.
