@@ -12,8 +12,8 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
 from std_msgs.msg import Bool, Float64
 
+from robot.harness import Probe, processes, ros_args
 from robot.ros_io import COMMAND_QOS, LATCHED_QOS, STATE_QOS, twist_msg
-from tests.ros_harness import Probe, processes, ros_args
 
 POLICY = str(Path(__file__).parent / "data" / "panda_reach_policy.pt")
 TASK = "rewardforge/PandaReach-v0"

@@ -81,11 +81,21 @@ class PolicyNode(Node):
                 by_topic.setdefault(src.topic, []).append((name, i, src))
         for topic, users in by_topic.items():
             kind = users[0][2].kind
-            self.create_subscription(MSG_TYPES[kind], topic, lambda m, u=users: self._on_input(m, u), STATE_QOS)
+            self.create_subscription(MSG_TYPES[kind], topic, lambda m, u=users, t=topic: self._on_input(m, u, t),
+                                     STATE_QOS)
         self.pub_cmd = self.create_publisher(TwistStamped, "policy/cmd", COMMAND_QOS)
         self.pub_grip = self.create_publisher(Float64, "policy/gripper", COMMAND_QOS)
         self.pub_action = self.create_publisher(Float64MultiArray, "policy/action", STATE_QOS)
-        self.create_timer(1.0 / self.control_rate, self._tick)
+        # Timer-driven by default. With trigger_topic set, the policy runs when a message arrives
+        # there (at most control_rate times a second): the command then follows the newest state
+        # by compute + transport time only, not by up to one timer period.
+        self.trigger_topic = p("trigger_topic", "").value
+        self.last_run = -1.0
+        if self.trigger_topic:
+            if self.trigger_topic not in by_topic:
+                raise ValueError(f"trigger_topic {self.trigger_topic!r} is not an input; inputs: {sorted(by_topic)}")
+        else:
+            self.create_timer(1.0 / self.control_rate, self._tick)
         self.latencies: list[float] = []  # seconds from tick start to publish (compute latency)
         self.skipped = 0
         self.get_logger().info(f"{ckpt} on {self.spec.name} at {self.control_rate:g} Hz; inputs: {sorted(by_topic)}")
@@ -93,16 +103,19 @@ class PolicyNode(Node):
     def now(self) -> float:
         return to_sec(self.get_clock().now().to_msg())
 
-    def _on_input(self, msg: object, users: list[tuple[str, int, Source]]) -> None:
+    def _on_input(self, msg: object, users: list[tuple[str, int, Source]], topic: str = "") -> None:
         stamp = to_sec(msg.header.stamp)  # type: ignore[attr-defined]
         for name, i, src in users:
             try:
                 self.assembler.put(name, i, extract(src, msg), stamp)
             except KeyError as err:
                 self.get_logger().warning(str(err), throttle_duration_sec=2.0)
+        if topic == self.trigger_topic and time.monotonic() - self.last_run >= 0.95 / self.control_rate:
+            self._tick()
 
     def _tick(self) -> None:
         t0 = time.perf_counter()
+        self.last_run = time.monotonic()
         now = self.now()
         obs, problems = self.assembler.assemble(now)
         if obs is None:  # nothing is sent: the gate's watchdog holds the arm

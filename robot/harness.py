@@ -1,8 +1,9 @@
 """Bring up bridge nodes as real processes (as a launch file would) and watch them from a probe node.
 
-Every process inherits ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and this test session's
-ROS_DOMAIN_ID (tests/conftest.py), so nothing leaves the machine and parallel sessions
-do not see each other. Every wait is bounded.
+Used by the end-to-end tests and the latency benchmark. :func:`processes` refuses to start
+anything unless ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST is set (so discovery stays on this
+machine) and passes the caller's ROS_DOMAIN_ID on, so parallel sessions do not see each
+other. Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ def ros_args(params: dict[str, object]) -> list[str]:
     for k, v in params.items():
         if isinstance(v, bool):
             v = str(v).lower()
+        elif v == "":
+            v = "''"  # an empty string must be quoted for the --ros-args parser
         elif isinstance(v, list | tuple):
             v = "[" + ",".join(repr(x) if isinstance(x, str) else str(x) for x in v) + "]"
         out += ["-p", f"{k}:={v}"]
@@ -34,7 +37,8 @@ def ros_args(params: dict[str, object]) -> list[str]:
 def processes(*specs: tuple[str, dict[str, object]]):
     """Start ``(module, params)`` nodes (``python -m robot.nodes.<module>``); stop them all afterwards."""
     env = dict(os.environ)
-    assert env.get("ROS_AUTOMATIC_DISCOVERY_RANGE") == "LOCALHOST"
+    if env.get("ROS_AUTOMATIC_DISCOVERY_RANGE") != "LOCALHOST" or "ROS_DOMAIN_ID" not in env:
+        raise RuntimeError("set ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and a ROS_DOMAIN_ID of your own first")
     procs = []
     try:
         for module, params in specs:
