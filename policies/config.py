@@ -78,7 +78,7 @@ class SACConfig:
     target_entropy: float | None = None  # None: -|A|
     buffer_size: int = 1_000_000  # transitions
     fused_update: bool = True  # one backward for critic, actor and temperature losses
-    precision: str = "fp32"  # "bf16": matmuls in bfloat16 (autocast); weights, optimiser and losses stay fp32
+    precision: str = "fp32"  # "bf16": matmuls in bfloat16 (autocast), weights/optimiser/losses fp32; "auto": bf16 where native
 
 
 @dataclass
@@ -153,8 +153,8 @@ def validate(cfg: DictConfig) -> None:
         _fail("agent.tau", a.tau, "must be in (0, 1]")
     if a.target_subset > a.critic_ensemble:
         _fail("agent.target_subset", a.target_subset, f"must be <= agent.critic_ensemble ({a.critic_ensemble})")
-    if a.precision not in ("fp32", "bf16"):
-        _fail("agent.precision", a.precision, "allowed values: fp32, bf16")
+    if a.precision not in ("fp32", "bf16", "auto"):
+        _fail("agent.precision", a.precision, "allowed values: fp32, bf16, auto (bf16 where native)")
     if a.actor_q not in ("min", "mean"):
         _fail("agent.actor_q", a.actor_q, "allowed values: min, mean")
     if not a.hidden or any(h < 1 for h in a.hidden):

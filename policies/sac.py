@@ -52,7 +52,13 @@ class SAC:
         self._target_params = list(self.critic_target.parameters())
         self._num_updates = 0
         self._all_members = cfg.target_subset >= cfg.critic_ensemble
-        self._bf16 = cfg.precision == "bf16"
+        precision = cfg.precision
+        if precision == "auto":  # bf16 where it is native (AVX512-BF16/AMX CPUs, CUDA with bf16)
+            from common.hardware import auto_precision
+
+            precision = auto_precision(self.device.type)
+        self.precision = precision
+        self._bf16 = precision == "bf16"
 
     # ---- acting -----------------------------------------------------------
     @torch.inference_mode()

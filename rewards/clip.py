@@ -44,6 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common.hardware import auto_precision, cpu_has_bf16
 from common.spec import EmbodimentSpec
 from rewards.base import RewardOutput, RewardTerm, Transitions, register
 
@@ -87,17 +88,6 @@ def vlm_rm_reward(x: torch.Tensor, goal: torch.Tensor, proj: torch.Tensor) -> to
 
 
 @cache
-def cpu_has_bf16() -> bool:
-    """True when /proc/cpuinfo lists native bf16 instructions (AVX512-BF16 or AMX-BF16);
-    without them bf16 matmuls are emulated and slower than fp32."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = set(f.read().split())
-    except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
-
-
 def resolve_device(name: str) -> torch.device:
     if name not in DEVICES:
         raise ValueError(f"params.device={name!r} is not allowed; use one of {DEVICES}")
@@ -114,9 +104,7 @@ def resolve_precision(name: str, device: torch.device) -> str:
         raise ValueError(f"params.precision={name!r} is not allowed; use one of {PRECISIONS}")
     if name != "auto":
         return name
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_bf16() else "fp32"
+    return auto_precision(device.type)
 
 
 # ---------------------------------------------------------------------------

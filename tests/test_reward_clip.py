@@ -226,10 +226,12 @@ def test_bf16_precision_runs_in_bf16_and_stays_close(ckpt):
 
 
 def test_precision_auto_follows_the_cpu(monkeypatch):
+    from common import hardware
+
     cpu = torch.device("cpu")
-    monkeypatch.setattr(rc, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: True)
     assert rc.resolve_precision("auto", cpu) == "bf16"
-    monkeypatch.setattr(rc, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: False)
     assert rc.resolve_precision("auto", cpu) == "fp32"
     assert rc.resolve_precision("fp16", cpu) == "fp16"
 
