@@ -124,3 +124,15 @@ class ObservationAssembler:
         if stamps and max(stamps) - min(stamps) > self.max_skew:
             problems.append(f"inputs not time-aligned: stamps span {max(stamps) - min(stamps):.3f} s (> {self.max_skew} s)")
         return (None, problems) if problems else (obs, [])
+
+
+def with_cameras(spec: EmbodimentSpec, cameras: list[str], size: int) -> EmbodimentSpec:
+    """``spec`` plus ``image_<camera>`` fields (size x size RGB): what an image reward term reads
+    or a recorder stores, beside the state a policy reads."""
+    from dataclasses import replace
+
+    from common.spec import ObsField
+
+    extra = tuple(ObsField(f"image_{c}", (size, size, 3), dtype="uint8", frame=f"camera:{c}", units="rgb")
+                  for c in cameras if f"image_{c}" not in spec.obs_names)
+    return replace(spec, observations=spec.observations + extra)

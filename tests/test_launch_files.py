@@ -22,6 +22,7 @@ POLICY = str(ROOT / "tests" / "data" / "panda_reach_policy.pt")
 NODE_CLASSES = {
     "robot.nodes.sim_robot": "SimRobotNode", "robot.nodes.command_gate": "CommandGateNode",
     "robot.nodes.policy_node": "PolicyNode", "robot.nodes.reward_monitor": "RewardMonitorNode",
+    "robot.nodes.recorder": "RecorderNode",
 }
 
 
@@ -36,20 +37,23 @@ def spec_file(tmp_path_factory):
     return str(path)
 
 
-def cases(spec_file):
+def cases(spec_file, tmp):
     yield "sim.launch.py", {"checkpoint": POLICY}
+    yield "record_sim.launch.py", {"task": "rewardforge/PandaReach-v0", "root": f"{tmp}/sim_demos"}
     for robot in ("franka", "ur", "xarm"):
         yield "deploy.launch.py", {"robot": robot, "checkpoint": POLICY, "embodiment_file": spec_file}
+        yield "record.launch.py", {"robot": robot, "embodiment_file": spec_file, "root": f"{tmp}/demos_{robot}"}
 
 
 def test_every_launch_file_is_checked():
-    assert sorted(p.name for p in (ROOT / "launch").glob("*.launch.py")) == ["deploy.launch.py", "sim.launch.py"]
+    assert sorted(p.name for p in (ROOT / "launch").glob("*.launch.py")) == [
+        "deploy.launch.py", "record.launch.py", "record_sim.launch.py", "sim.launch.py"]
 
 
-def test_launch_files_bring_up_real_nodes_with_their_parameters(spec_file):
+def test_launch_files_bring_up_real_nodes_with_their_parameters(spec_file, tmp_path):
     rclpy.init()
     try:
-        for launch_file, args in cases(spec_file):
+        for launch_file, args in cases(spec_file, tmp_path):
             _, nodes = load(ROOT / "launch" / launch_file, args)
             assert nodes
             for n in nodes:
@@ -78,7 +82,7 @@ def test_launch_files_bring_up_real_nodes_with_their_parameters(spec_file):
 
 
 def test_parameter_files_name_only_nodes_that_exist():
-    names = {"sim_robot", "command_gate", "policy", "reward_monitor"}
+    names = {"sim_robot", "command_gate", "policy", "reward_monitor", "recorder"}
     for f in (ROOT / "launch" / "params").glob("*.yaml"):
         data = yaml.safe_load(f.read_text())
         assert set(data) <= names, f"{f.name}: unknown node names {set(data) - names}"

@@ -31,7 +31,7 @@ from std_msgs.msg import Bool, Float64, Float64MultiArray
 from rewards import RewardTerm, Transitions
 from rewards.monitor import RewardMonitor
 from robot.nodes.policy_node import MSG_TYPES, robot_spec
-from robot.observation import ObservationAssembler, load_sources
+from robot.observation import ObservationAssembler, load_sources, with_cameras
 from robot.ros_io import IMAGE_QOS, STATE_QOS, extract, image_array, to_sec, to_stamp
 
 
@@ -62,7 +62,7 @@ class RewardMonitorNode(Node):
         self.term, self.reward_cfg = load_reward(p("reward", "keypoints").value, overrides)
         self.term.train_mode(False)  # live data: frozen statistics
         cams = [k.removeprefix("image_") for k in self.term.requires if k.startswith("image_")]
-        self.term.bind(_with_cameras(self.spec, cams, self.term.render_size or 84))
+        self.term.bind(with_cameras(self.spec, cams, self.term.render_size or 84))
         self.rate = float(p("rate", 0.0).value) or self.spec.control_hz
         self.batch_size = int(p("batch_size", 1 if not self.term.batched else 16).value)
         obs_map = p("observation_map", "").value
@@ -162,17 +162,6 @@ class RewardMonitorNode(Node):
             message=f"reward {float(out.reward[-1]):.4f}",
             values=[KeyValue(key=k, value=f"{float(v[-1]):.6g}") for k, v in out.components.items()]))
         self.pub_diag.publish(msg)
-
-
-def _with_cameras(spec, cams: list[str], size: int):
-    """The spec plus the image fields an image term reads (the policy spec is state-only)."""
-    from dataclasses import replace
-
-    from common.spec import ObsField
-
-    extra = tuple(ObsField(f"image_{c}", (size, size, 3), dtype="uint8", frame=f"camera:{c}", units="rgb")
-                  for c in cams if f"image_{c}" not in spec.obs_names)
-    return replace(spec, observations=spec.observations + extra)
 
 
 def main(args: list[str] | None = None) -> None:
