@@ -10,7 +10,6 @@ ranges and choices by :func:`validate`; unknown keys on the command line by
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,58 +184,24 @@ _GROUPS = ("task", "agent", "reward")
 _OPEN_DICTS = ("task.kwargs", "reward.params", "reward.monitor_params")  # any key allowed below these
 
 
-def _schema_keys(node: Any, prefix: str = "") -> list[str]:
-    keys = []
-    for k in node:
-        path = f"{prefix}{k}"
-        keys.append(path)
-        child = node._get_node(k)
-        if isinstance(child, DictConfig) and path not in _OPEN_DICTS:
-            keys += _schema_keys(child, path + ".")
-    return keys
-
-
 def check_overrides(overrides: Sequence[str]) -> None:
     """Reject unknown keys in ``key=value`` overrides with the nearest valid key and the allowed keys.
 
     Hydra rejects them too, but deep in a traceback and without suggestions. Group
     choices (``task=...``) are left to Hydra, whose error lists the available options.
     """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from common.cli import check_overrides as check
 
     schema = OmegaConf.structured(TrainConfig)
     schema.task, schema.agent, schema.reward = TaskConfig, SACConfig, RewardConfig
-    known = _schema_keys(schema)
-    parser = OverridesParser.create()
-    for text in overrides:
-        try:
-            (o,) = parser.parse_overrides([text])
-        except Exception:  # noqa: BLE001 - malformed overrides are Hydra's to report
-            continue
-        key = o.key_or_group
-        if o.is_add() or o.is_force_add() or key.split(".")[0].split("/")[0] == "hydra" or "/" in key or key in _GROUPS:
-            continue
-        if key in known or any(key.startswith(p + ".") for p in _OPEN_DICTS):
-            continue
-        parent = key.rsplit(".", 1)[0] if "." in key else ""
-        siblings = sorted(k for k in known if k.rsplit(".", 1)[0] == parent and "." in k) if parent else sorted(
-            k for k in known if "." not in k
-        )
-        close = difflib.get_close_matches(key, known, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"unknown config key {key!r}{hint}. Valid keys here: {', '.join(siblings)}")
+    check(overrides, schema, _GROUPS, _OPEN_DICTS, ConfigError)
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
     """Build the training config in code, as the command line would: ``compose(["task=panda_reach", "seed=1"])``."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from common.cli import compose as hydra_compose
 
     check_overrides(overrides)
-    if GlobalHydra.instance().is_initialized():
-        GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+    cfg = hydra_compose(CONFIG_DIR, config_name, overrides)
     validate(cfg)
     return cfg

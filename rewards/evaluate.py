@@ -26,7 +26,6 @@ prints a table. CPU only, no network. In code::
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import math
@@ -597,54 +596,22 @@ def validate(cfg: DictConfig) -> None:
         raise EvalConfigError(str(err)) from err
 
 
-def _schema_keys(node: Any, prefix: str = "") -> list[str]:
-    keys = []
-    for k in node:
-        path = f"{prefix}{k}"
-        keys.append(path)
-        child = node._get_node(k)
-        if isinstance(child, DictConfig) and path not in _OPEN:
-            keys += _schema_keys(child, path + ".")
-    return keys
-
-
 def check_overrides(overrides: Sequence[str]) -> None:
     """Unknown ``key=value`` overrides fail with the nearest valid key (Hydra's own error is a
     deep traceback). Group choices (``task=...``, ``reward=...``) are Hydra's to check."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from common.cli import check_overrides as check
 
     schema = OmegaConf.structured(EvalConfig)
     schema.task = EvalTaskConfig
-    known = _schema_keys(schema)
-    parser = OverridesParser.create()
-    for text in overrides:
-        try:
-            (o,) = parser.parse_overrides([text])
-        except Exception:  # noqa: BLE001 - malformed overrides are Hydra's to report
-            continue
-        key = o.key_or_group
-        if o.is_add() or o.is_force_add() or key.split(".")[0].split("/")[0] == "hydra" or "/" in key:
-            continue
-        if key in ("task", "reward") or key in known or any(key.startswith(p + ".") for p in _OPEN):
-            continue
-        parent = key.rsplit(".", 1)[0] if "." in key else ""
-        siblings = sorted(k for k in known if (k.rsplit(".", 1)[0] if "." in k else "") == parent)
-        close = difflib.get_close_matches(key, known, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise EvalConfigError(f"unknown config key {key!r}{hint}. Valid keys here: {', '.join(siblings)}")
+    check(overrides, schema, ("task", "reward"), _OPEN, EvalConfigError)
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "reward_eval") -> DictConfig:
     """The command's config built in code: ``compose(["task=panda_push", "reward=task_dense"])``."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from common.cli import compose as hydra_compose
 
     check_overrides(overrides)
-    if GlobalHydra.instance().is_initialized():
-        GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+    cfg = hydra_compose(CONFIG_DIR, config_name, overrides)
     validate(cfg)
     return cfg
 

@@ -6,6 +6,8 @@ Stamps are float seconds of the node's clock (ROS time, or /clock with use_sim_t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -19,7 +21,7 @@ from rclpy.qos import (
 )
 from sensor_msgs.msg import CameraInfo, Image, JointState
 
-from robot.observation import Source
+from robot.observation import ObservationAssembler, Source
 
 # Commands: the newest one is all that matters; reliable so a stop is not lost.
 COMMAND_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
@@ -150,3 +152,32 @@ def joint_state_msg(names: list[str], position: np.ndarray, velocity: np.ndarray
     m.position = [float(v) for v in position]
     m.velocity = [float(v) for v in velocity]
     return m
+
+
+MSG_TYPES = {"pose": PoseStamped, "twist": TwistStamped, "joints": JointState}
+
+
+def subscribe_sources(node: Any, sources: Mapping[str, list[Source]], assembler: ObservationAssembler,
+                      on_message: Callable[[str], None] | None = None) -> list[str]:
+    """Subscribe ``node`` to every topic the observation ``sources`` read (one subscription per
+    topic, fanned out to each field that reads it) and feed ``assembler``; returns the topics.
+    ``on_message(topic)`` runs after each message (the policy node's input trigger)."""
+    by_topic: dict[str, list[tuple[str, int, Source]]] = {}
+    for name, srcs in sources.items():
+        for i, src in enumerate(srcs):
+            by_topic.setdefault(src.topic, []).append((name, i, src))
+
+    def callback(msg: Any, users: list[tuple[str, int, Source]], topic: str) -> None:
+        stamp = to_sec(msg.header.stamp)
+        for name, i, src in users:
+            try:
+                assembler.put(name, i, extract(src, msg), stamp)
+            except KeyError as err:
+                node.get_logger().warning(str(err), throttle_duration_sec=2.0)
+        if on_message is not None:
+            on_message(topic)
+
+    for topic, users in by_topic.items():
+        node.create_subscription(MSG_TYPES[users[0][2].kind], topic,
+                                 lambda m, u=users, t=topic: callback(m, u, t), STATE_QOS)
+    return sorted(by_topic)

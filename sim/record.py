@@ -77,18 +77,14 @@ def _register() -> None:
 
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> tuple[DictConfig, str]:
     """Build the record config from ``key=value`` overrides; returns (config, task choice)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from common.cli import compose as hydra_compose
+
     _register()
-    if GlobalHydra.instance().is_initialized():
-        GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = hydra_compose(config_name="record_schema", overrides=list(overrides), return_hydra_config=True)
+        cfg = hydra_compose(CONFIG_DIR, "record_schema", overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as err:
         keys = ", ".join(k for k in RecordConfig.__dataclass_fields__ if k != "defaults")
         raise RecordConfigError(f"{err}\nvalid keys: {keys}, task=<name in configs/task/>, task.kwargs.<key>") from err

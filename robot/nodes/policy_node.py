@@ -20,16 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from geometry_msgs.msg import PoseStamped, TwistStamped
+from geometry_msgs.msg import TwistStamped
 from rclpy.node import Node
-from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64, Float64MultiArray
 
 from common.spec import EmbodimentSpec
-from robot.observation import ObservationAssembler, Source, load_sources
-from robot.ros_io import COMMAND_QOS, STATE_QOS, extract, to_sec, twist_msg
-
-MSG_TYPES = {"pose": PoseStamped, "twist": TwistStamped, "joints": JointState}
+from robot.observation import ObservationAssembler, load_sources
+from robot.ros_io import COMMAND_QOS, STATE_QOS, subscribe_sources, to_sec, twist_msg
 
 
 def robot_spec(task: str, spec_file: str) -> EmbodimentSpec:
@@ -74,42 +71,28 @@ class PolicyNode(Node):
         self.yaw_index = layout.index("dyaw") if "dyaw" in layout else None
         self.yaw_scale = scale[self.yaw_index] * self.control_rate if self.yaw_index is not None else 0.0
 
-        # one subscription per topic, fanning out to every field that reads it
-        by_topic: dict[str, list[tuple[str, int, Source]]] = {}
-        for name, srcs in self.sources.items():
-            for i, src in enumerate(srcs):
-                by_topic.setdefault(src.topic, []).append((name, i, src))
-        for topic, users in by_topic.items():
-            kind = users[0][2].kind
-            self.create_subscription(MSG_TYPES[kind], topic, lambda m, u=users, t=topic: self._on_input(m, u, t),
-                                     STATE_QOS)
+        self.trigger_topic = p("trigger_topic", "").value
+        topics = subscribe_sources(self, self.sources, self.assembler, self._on_message)
         self.pub_cmd = self.create_publisher(TwistStamped, "policy/cmd", COMMAND_QOS)
         self.pub_grip = self.create_publisher(Float64, "policy/gripper", COMMAND_QOS)
         self.pub_action = self.create_publisher(Float64MultiArray, "policy/action", STATE_QOS)
         # Timer-driven by default. With trigger_topic set, the policy runs when a message arrives
         # there (at most control_rate times a second): the command then follows the newest state
         # by compute + transport time only, not by up to one timer period.
-        self.trigger_topic = p("trigger_topic", "").value
         self.last_run = -1.0
         if self.trigger_topic:
-            if self.trigger_topic not in by_topic:
-                raise ValueError(f"trigger_topic {self.trigger_topic!r} is not an input; inputs: {sorted(by_topic)}")
+            if self.trigger_topic not in topics:
+                raise ValueError(f"trigger_topic {self.trigger_topic!r} is not an input; inputs: {topics}")
         else:
             self.create_timer(1.0 / self.control_rate, self._tick)
         self.latencies: list[float] = []  # seconds from tick start to publish (compute latency)
         self.skipped = 0
-        self.get_logger().info(f"{ckpt} on {self.spec.name} at {self.control_rate:g} Hz; inputs: {sorted(by_topic)}")
+        self.get_logger().info(f"{ckpt} on {self.spec.name} at {self.control_rate:g} Hz; inputs: {topics}")
 
     def now(self) -> float:
         return to_sec(self.get_clock().now().to_msg())
 
-    def _on_input(self, msg: object, users: list[tuple[str, int, Source]], topic: str = "") -> None:
-        stamp = to_sec(msg.header.stamp)  # type: ignore[attr-defined]
-        for name, i, src in users:
-            try:
-                self.assembler.put(name, i, extract(src, msg), stamp)
-            except KeyError as err:
-                self.get_logger().warning(str(err), throttle_duration_sec=2.0)
+    def _on_message(self, topic: str) -> None:
         if topic == self.trigger_topic and time.monotonic() - self.last_run >= 0.95 / self.control_rate:
             self._tick()
 

@@ -28,9 +28,9 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Bool, Float64, Float64MultiArray, String
 from std_srvs.srv import Trigger
 
-from robot.nodes.policy_node import MSG_TYPES, robot_spec
+from robot.nodes.policy_node import robot_spec
 from robot.observation import ObservationAssembler, load_sources, with_cameras
-from robot.ros_io import IMAGE_QOS, STATE_QOS, extract, image_array, to_sec
+from robot.ros_io import IMAGE_QOS, STATE_QOS, image_array, subscribe_sources, to_sec
 
 
 class RecorderNode(Node):
@@ -55,13 +55,7 @@ class RecorderNode(Node):
 
         self.writer = DatasetWriter(self.root, with_cameras(self.spec, self.cameras, self.image_size), fps=self.rate,
                                     cameras=self.cameras or None)
-        by_topic: dict[str, list] = {}
-        for name, srcs in sources.items():
-            for i, src in enumerate(srcs):
-                by_topic.setdefault(src.topic, []).append((name, i, src))
-        for topic, users in by_topic.items():
-            self.create_subscription(MSG_TYPES[users[0][2].kind], topic,
-                                     lambda m, u=users: self._on_input(m, u), STATE_QOS)
+        subscribe_sources(self, sources, self.assembler)
         self.images: dict[str, np.ndarray] = {}
         for cam in self.cameras:
             self.create_subscription(Image, f"camera/{cam}/image_raw", lambda m, c=cam: self._on_image(m, c), IMAGE_QOS)
@@ -91,14 +85,6 @@ class RecorderNode(Node):
                                f"({self.writer.num_episodes} episodes there)")
 
     # ---- inputs --------------------------------------------------------------------
-    def _on_input(self, msg: object, users: list) -> None:
-        stamp = to_sec(msg.header.stamp)  # type: ignore[attr-defined]
-        for name, i, src in users:
-            try:
-                self.assembler.put(name, i, extract(src, msg), stamp)
-            except KeyError as err:
-                self.get_logger().warning(str(err), throttle_duration_sec=2.0)
-
     def _on_image(self, msg: Image, cam: str) -> None:
         img = image_array(msg)
         if img.shape != (self.image_size, self.image_size, 3):

@@ -30,9 +30,9 @@ from std_msgs.msg import Bool, Float64, Float64MultiArray
 
 from rewards import RewardTerm, Transitions
 from rewards.monitor import RewardMonitor
-from robot.nodes.policy_node import MSG_TYPES, robot_spec
+from robot.nodes.policy_node import robot_spec
 from robot.observation import ObservationAssembler, load_sources, with_cameras
-from robot.ros_io import IMAGE_QOS, STATE_QOS, extract, image_array, to_sec, to_stamp
+from robot.ros_io import IMAGE_QOS, STATE_QOS, image_array, subscribe_sources, to_sec, to_stamp
 
 
 def load_reward(name: str, overrides: list[str]) -> tuple[RewardTerm, dict]:
@@ -73,13 +73,7 @@ class RewardMonitorNode(Node):
         self.monitor = RewardMonitor.from_config(monitor_params)
         gt_topic = p("ground_truth_topic", "").value
 
-        by_topic: dict[str, list] = {}
-        for name, srcs in sources.items():
-            for i, src in enumerate(srcs):
-                by_topic.setdefault(src.topic, []).append((name, i, src))
-        for topic, users in by_topic.items():
-            self.create_subscription(MSG_TYPES[users[0][2].kind], topic,
-                                     lambda m, u=users: self._on_input(m, u), STATE_QOS)
+        subscribe_sources(self, sources, self.assembler)
         self.images: dict[str, tuple[np.ndarray, float]] = {}
         for cam in cams:
             self.create_subscription(Image, f"camera/{cam}/image_raw", lambda m, c=cam: self._on_image(m, c), IMAGE_QOS)
@@ -100,14 +94,6 @@ class RewardMonitorNode(Node):
 
     def now(self) -> float:
         return to_sec(self.get_clock().now().to_msg())
-
-    def _on_input(self, msg: object, users: list) -> None:
-        stamp = to_sec(msg.header.stamp)  # type: ignore[attr-defined]
-        for name, i, src in users:
-            try:
-                self.assembler.put(name, i, extract(src, msg), stamp)
-            except KeyError as err:
-                self.get_logger().warning(str(err), throttle_duration_sec=2.0)
 
     def _on_image(self, msg: Image, cam: str) -> None:
         try:
