@@ -58,6 +58,8 @@ OURS = {
     "ours fp32 1 thread + env overlap": OVERLAP,
     "ours bf16 2 threads": ["agent.precision=bf16", "torch_threads=2"],
     "ours bf16 1 thread + env overlap": ["agent.precision=bf16", *OVERLAP],
+    # the env steps in a thread of the learner's process (MuJoCo and torch release the GIL)
+    "ours bf16 2 threads + env thread": ["agent.precision=bf16", "torch_threads=2", "overlap_env_step=true"],
 }
 
 
