@@ -106,6 +106,10 @@ class TrainConfig:
     progress: bool = True  # tqdm progress bar
     run_dir: str | None = None  # None: Hydra's output dir (or ./runs/<time> outside Hydra)
     resume: bool = True  # continue from the run dir's resumable state if there is one
+    # Demonstrations (RLPD symmetric sampling): a dataset in the episode format (rewardforge-record,
+    # the ROS recorder); each batch takes demo_ratio of its transitions from it.
+    demos: str | None = None
+    demo_ratio: float = 0.5
 
 
 def register_configs() -> None:
@@ -173,6 +177,8 @@ def validate(cfg: DictConfig) -> None:
         _fail("reward.nonfinite", cfg.reward.nonfinite, "allowed values: error, zero")
     if cfg.task.max_episode_steps is not None and cfg.task.max_episode_steps < 1:
         _fail("task.max_episode_steps", cfg.task.max_episode_steps, "must be >= 1 or null")
+    if not 0.0 <= cfg.demo_ratio <= 1.0:
+        _fail("demo_ratio", cfg.demo_ratio, "must be in [0, 1]")
     if cfg.video_fps is not None and not cfg.video_fps > 0:
         _fail("video_fps", cfg.video_fps, "must be > 0 or null")
 

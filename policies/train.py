@@ -32,6 +32,7 @@ from tqdm import tqdm
 from common.spec import EmbodimentSpec, flatten_state
 from policies import checkpoint, outputs
 from policies.config import CONFIG_DIR, ConfigError, check_overrides, compose, validate
+from policies.demos import load_demo_buffer, mixed_sample
 from policies.replay import ReplayBuffer
 from policies.reward_stream import RewardStream, step_transitions
 from policies.sac import SAC
@@ -175,6 +176,16 @@ class Trainer:
         self._agent_hp = self.agent.cfg  # plain attributes (no DictConfig lookups in the loop)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="env") if cfg.overlap_env_step else None
         self.buffer = ReplayBuffer(cfg.agent.buffer_size, obs_dim, act_dim, cfg.num_envs, seed=cfg.seed)
+        self.demo_buffer: ReplayBuffer | None = None
+        if cfg.demos:
+            from common.spec import SpecMismatchError
+
+            try:
+                self.demo_buffer, demo_info = load_demo_buffer(cfg.demos, self.spec, self.reward_term,
+                                                               cfg.reward.scale, cfg.seed)
+            except (FileNotFoundError, SpecMismatchError, ValueError) as err:
+                raise ConfigError(f"demos={cfg.demos}: {err}") from err
+            log.info("demonstrations: %s (%d%% of each batch)", demo_info, round(100 * cfg.demo_ratio))
         if self.reward_term is not None:
             import rewards
 
@@ -405,7 +416,8 @@ class Trainer:
         minibatches, as RLPD), the actor and temperature after the last of them."""
         a = self._agent_hp
         for _ in range(num_env_steps):
-            batch = self.buffer.sample(a.batch_size * a.utd, a.n_step, a.gamma)
+            batch = mixed_sample(self.buffer, self.demo_buffer, a.batch_size, a.utd, self.cfg.demo_ratio,
+                                 a.n_step, a.gamma)
             t = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
             self.num_updates += 1
             actor_turn = self.num_updates % a.actor_update_every == 0

@@ -1,0 +1,66 @@
+"""Demonstrations in the replay: RLPD's symmetric sampling (Ball et al. 2023).
+
+A dataset in the project's episode format (common/episodes: scripted demos, teleoperation,
+recorded interventions) fills an offline buffer; each training batch then takes
+``demo_ratio`` of its transitions from it and the rest from the online buffer (RLPD and
+HIL-SERL use half and half). Demo rewards are the stored ones, or, when the run trains on a
+reward term, re-scored by that term (so demos and online data share one reward).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from common.spec import EmbodimentSpec
+from policies.replay import ReplayBuffer
+
+
+def load_demo_buffer(path: str, spec: EmbodimentSpec, term: Any = None, scale: float = 1.0,
+                     seed: int = 0) -> tuple[ReplayBuffer, dict[str, Any]]:
+    """An offline buffer with every transition of the dataset at ``path``; refuses a dataset
+    recorded for another embodiment (listing the differences)."""
+    from common.episodes import Dataset
+
+    ds = Dataset(path)
+    ds.spec.require_compatible(spec, what=f"demonstration dataset {path}")
+    cams = [k.removeprefix("image_") for k in getattr(term, "requires", ()) if k.startswith("image_")]
+    tr = ds.transitions(images=cams or False)
+    n = len(tr["reward"])
+    if n == 0:
+        raise ValueError(f"demonstration dataset {path} has no transitions")
+    reward = np.asarray(tr["reward"], np.float32)
+    if term is not None:
+        from rewards import Transitions, relabel
+
+        batch = Transitions(obs=tr["obs"], action=tr["action"], next_obs=tr["next_obs"], env_reward=reward,
+                            success=tr["success"], episode_step=tr["frame_index"])
+        reward = relabel(term, batch).reward
+        term.train_mode(True)  # relabel froze running statistics; training updates them again
+    buf = ReplayBuffer(n, spec.state_dim, spec.action.dim, num_envs=1, seed=seed + 7)
+    for k in range(n):  # in time order: episode ends make n-step returns stop at boundaries
+        buf.add(tr["state"][k][None], tr["action"][k][None], np.float32([reward[k] * scale]),
+                tr["next_state"][k][None], tr["terminated"][k][None], tr["truncated"][k][None])
+    info = {"episodes": ds.num_episodes, "transitions": n, "interventions": int(np.sum(tr["intervention"])),
+            "success_rate": float(np.mean([bool(e["success"]) for e in ds.episodes])) if ds.episodes else 0.0}
+    return buf, info
+
+
+def mixed_sample(online: ReplayBuffer, offline: ReplayBuffer | None, batch_size: int, utd: int, ratio: float,
+                 n_step: int, gamma: float) -> dict[str, np.ndarray]:
+    """``utd`` minibatches of ``batch_size`` stacked along axis 0; with an offline buffer each
+    minibatch holds ``round(ratio * batch_size)`` offline transitions and the rest online ones."""
+    if offline is None or ratio <= 0.0:
+        return online.sample(batch_size * utd, n_step, gamma)
+    n_off = int(round(ratio * batch_size))
+    n_on = batch_size - n_off
+    off = offline.sample(n_off * utd, n_step, gamma)
+    if n_on == 0:
+        return off
+    on = online.sample(n_on * utd, n_step, gamma)
+    out = {}
+    for k in on:
+        a, b = on[k].reshape(utd, n_on, *on[k].shape[1:]), off[k].reshape(utd, n_off, *off[k].shape[1:])
+        out[k] = np.concatenate([a, b], axis=1).reshape(utd * batch_size, *on[k].shape[1:])
+    return out

@@ -1,0 +1,74 @@
+"""RLPD-style demonstrations: a dataset in the episode format seeds an offline buffer, and every
+minibatch takes exactly demo_ratio of its transitions from it."""
+
+import numpy as np
+import pytest
+
+from common.episodes import DatasetWriter
+from policies.config import ConfigError, compose
+from policies.demos import load_demo_buffer, mixed_sample
+from policies.replay import ReplayBuffer
+from policies.toy_env import point_reach_spec
+from policies.train import Trainer
+
+TOY_TASK = "env_id: policies.toy_env:rftoy/PointReach-v0\nmax_episode_steps: 20\nkwargs: {}\n"
+DEMO_REWARD = 7.0  # no online toy transition has this reward
+
+
+def write_demos(root, episodes=3, length=10):
+    spec = point_reach_spec()
+    rng = np.random.default_rng(0)
+    with DatasetWriter(root, spec, fps=10) as w:
+        for _ in range(episodes):
+            w.begin_episode("reach the goal", source="expert")
+            for t in range(length):
+                obs = {"position": rng.uniform(-1, 1, 2).astype(np.float32), "goal": np.zeros(2, np.float32)}
+                w.add_frame(obs, rng.uniform(-1, 1, 2).astype(np.float32), reward=DEMO_REWARD,
+                            success=t == length - 1, done=t == length - 1)
+            w.end_episode(success=True)
+    return spec
+
+
+def test_mixed_batches_hold_the_demo_ratio(tmp_path):
+    spec = write_demos(tmp_path / "demos")
+    demo, info = load_demo_buffer(str(tmp_path / "demos"), spec)
+    assert info["episodes"] == 3 and info["transitions"] == 30 and len(demo) == 30
+    online = ReplayBuffer(100, spec.state_dim, spec.action.dim)
+    for _ in range(50):
+        online.add(np.zeros((1, 4), np.float32), np.zeros((1, 2), np.float32), np.float32([-1.0]),
+                   np.zeros((1, 4), np.float32), np.array([False]), np.array([False]))
+    b = mixed_sample(online, demo, batch_size=16, utd=3, ratio=0.5, n_step=1, gamma=0.99)
+    r = b["reward"].reshape(3, 16)
+    assert (r == DEMO_REWARD).sum(1).tolist() == [8, 8, 8]  # every minibatch half and half
+    assert (mixed_sample(online, demo, 16, 1, 0.25, 1, 0.99)["reward"] == DEMO_REWARD).sum() == 4
+    assert (mixed_sample(online, None, 16, 1, 0.5, 1, 0.99)["reward"] == DEMO_REWARD).sum() == 0
+
+
+def test_training_with_demos_and_refusing_foreign_ones(tmp_path):
+    write_demos(tmp_path / "demos")
+    (tmp_path / "cfg" / "task").mkdir(parents=True)
+    (tmp_path / "cfg" / "task" / "point_reach.yaml").write_text(TOY_TASK)
+    base = [f"hydra.searchpath=[file://{tmp_path / 'cfg'}]", "task=point_reach", "total_steps=150", "warmup_steps=100",
+            "eval_every=0", "eval_episodes=1", "checkpoint_every=0", "video=false", "progress=false",
+            "agent.hidden=[16]", "agent.batch_size=16"]
+    trainer = Trainer(compose([*base, f"run_dir={tmp_path / 'r'}", f"demos={tmp_path / 'demos'}"]))
+    try:
+        seen = []
+        update = trainer.agent.update
+        trainer.agent.update = lambda *a, **k: (seen.append(a[2].numpy().copy()), update(*a, **k))[1]
+        trainer.train()
+        assert len(seen) == 51 and all((r == DEMO_REWARD).sum() == 8 for r in seen)
+    finally:
+        trainer.close()
+    # demonstrations of another robot are refused, naming the differences
+    from common.spec import ActionSpec, EmbodimentSpec, ObsField
+
+    other = EmbodimentSpec("other/arm", 20.0, ActionSpec(("dx",), (0.1,)), (ObsField("q", (3,)),))
+    with DatasetWriter(tmp_path / "foreign", other, fps=20) as w:
+        w.begin_episode("x", source="teleop")
+        w.add_frame({"q": np.zeros(3, np.float32)}, np.zeros(1, np.float32), done=True)
+        w.end_episode(success=False)
+    with pytest.raises(ConfigError, match=r"demos=.*refuses to run.*control rate"):
+        Trainer(compose([*base, f"run_dir={tmp_path / 'r2'}", f"demos={tmp_path / 'foreign'}"]))
+    with pytest.raises(ConfigError, match="demo_ratio"):
+        compose([*base, "demo_ratio=1.5"])
