@@ -39,6 +39,9 @@ class CodeReward(RewardTerm):
     """Scores batches with a reward program in a sandboxed worker; components from its dict of terms."""
 
     name = "code"
+    # Each call crosses a process boundary (~2 ms): let the training loop hand over whole batches
+    # (reward.relabel_batch transitions, or an episode), not one env step at a time.
+    batched = True
 
     def __init__(self, source: str, limits: SandboxLimits | None = None, program_id: str | None = None,
                  task_text: str | None = None) -> None:
