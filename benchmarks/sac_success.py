@@ -41,6 +41,15 @@ def _train_one(args: tuple[str, int, int, int, list[str], str]) -> dict:
             "steps_per_s": float(np.median(rates)) if rates else float("nan"), "run_dir": result["run_dir"]}
 
 
+def _read_run(run_dir: Path, seed: int) -> dict:
+    """A finished run's eval curve and training speed from its metrics.jsonl."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rates = [r["steps_per_s"] for r in rows if r["kind"] == "train"]
+    curve = [(r["step"], r["eval_success_rate"], r["eval_return"]) for r in rows if r["kind"] == "eval"]
+    return {"seed": seed, "eval_curve": curve, "wall_s": float("nan"),
+            "steps_per_s": float(np.median(rates)) if rates else float("nan"), "run_dir": str(run_dir)}
+
+
 def iqm_with_ci(values: np.ndarray, reps: int = 2000) -> tuple[float, float, float]:
     """IQM over runs (axis 0) and its stratified-bootstrap 95% CI, via rliable."""
     from rliable import library as rly
@@ -61,6 +70,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="seeds trained at once (this machine has 2 cores)")
     ap.add_argument("--target", type=float, default=0.9)
     ap.add_argument("--run-root", default=None, help="where the runs go (default runs/bench/<task>)")
+    ap.add_argument("--summarize", action="store_true",
+                    help="only aggregate the finished runs in --run-root (e.g. runs trained by older code)")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides, after --")
     args = ap.parse_args()
 
@@ -69,8 +80,11 @@ def main() -> None:
     print(f"SAC on {args.task}: {len(jobs)} seeds x {args.steps} env steps, eval every {args.eval_every}, "
           f"{args.jobs} at a time; runs in {run_root}")
     t = time.perf_counter()
-    with mp.get_context("spawn").Pool(args.jobs) as pool:
-        runs = pool.map(_train_one, jobs)
+    if args.summarize:  # aggregate finished runs in run_root, no training
+        runs = [_read_run(Path(run_root) / f"seed{s}", s) for s in args.seeds]
+    else:
+        with mp.get_context("spawn").Pool(args.jobs) as pool:
+            runs = pool.map(_train_one, jobs)
     wall = time.perf_counter() - t
 
     steps = sorted({s for r in runs for s, _, _ in r["eval_curve"]})
