@@ -45,8 +45,16 @@ RESUME_MUST_MATCH = ("task", "agent", "reward", "num_envs", "seed")
 
 
 def _identity(config: dict[str, Any], key: str) -> Any:
-    """The part of ``config[key]`` a resumed run must share; a task's budget may grow like total_steps."""
+    """The part of ``config[key]`` a resumed run must share; a task's budget may grow like total_steps.
+
+    Settings added to the schema after a run started count as their defaults (the run behaved
+    that way), so a run saved by older code still resumes."""
+    from policies.config import RewardConfig, SACConfig
+
     value = config.get(key)
+    defaults = {"agent": SACConfig, "reward": RewardConfig}.get(key)
+    if defaults is not None and isinstance(value, dict):
+        value = {**OmegaConf.to_container(OmegaConf.structured(defaults)), **value}
     if key == "task" and isinstance(value, dict):
         return {k: v for k, v in value.items() if k != "total_steps"}
     return value

@@ -54,3 +54,17 @@ def test_killed_run_resumes_from_last_save(tmp_path):
     assert steps[-1] == TOTAL and steps[0] == 200
     assert torch.load(run_dir / "checkpoints" / "final.pt", weights_only=True)["step"] == TOTAL
     assert len(list((run_dir / "resume").glob("replay_*.npz"))) == 1
+
+
+def test_runs_saved_before_a_setting_existed_still_resume():
+    from omegaconf import OmegaConf
+
+    from policies.config import compose
+    from policies.train import RESUME_MUST_MATCH, _identity
+
+    now = OmegaConf.to_container(compose(["task=panda_reach"]), resolve=True)
+    old = json.loads(json.dumps(now))
+    del old["agent"]["precision"], old["reward"]["monitor"]  # keys added to the schema later
+    assert all(_identity(old, k) == _identity(now, k) for k in RESUME_MUST_MATCH)
+    old["agent"]["lr"] = 1e-3  # a real change still refuses
+    assert _identity(old, "agent") != _identity(now, "agent")
