@@ -110,6 +110,7 @@ class TrainConfig:
     # the ROS recorder); each batch takes demo_ratio of its transitions from it.
     demos: str | None = None
     demo_ratio: float = 0.5
+    bc_steps: int = 0  # behaviour-cloning steps on the demos before RL (0: none)
 
 
 def register_configs() -> None:
@@ -144,7 +145,7 @@ def validate(cfg: DictConfig) -> None:
     for key, v in positive_ints.items():
         if v < 1:
             _fail(key, v, "must be an integer >= 1")
-    for key in ("warmup_steps", "eval_every", "checkpoint_every", "video_episodes"):
+    for key in ("warmup_steps", "eval_every", "checkpoint_every", "video_episodes", "bc_steps"):
         if cfg[key] < 0:
             _fail(key, cfg[key], "must be >= 0")
     for key in ("lr", "actor_lr", "critic_lr", "alpha_lr", "init_alpha"):

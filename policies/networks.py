@@ -110,6 +110,16 @@ class TanhGaussianActor(nn.Module):
         log_prob = log_prob - (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
         return torch.tanh(u), log_prob
 
+    def log_prob(self, obs: Tensor, action: Tensor, eps: float = 1e-4) -> Tensor:
+        """log pi(a|s) of given actions in (-1, 1): u = atanh(a), then the same change of
+        variables as :meth:`sample` (actions at +-1 are pulled in by ``eps`` so atanh is finite)."""
+        mean, log_std = self._dist_params(obs)
+        a = action.clamp(-1.0 + eps, 1.0 - eps)
+        u = torch.atanh(a)
+        z = (u - mean) / log_std.exp()
+        log_prob = (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        return log_prob - (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
+
     def act(self, obs: Tensor, deterministic: bool) -> Tensor:
         if deterministic:
             return torch.tanh(self._dist_params(obs)[0])

@@ -194,6 +194,7 @@ class Trainer:
             except (FileNotFoundError, SpecMismatchError, ValueError) as err:
                 raise ConfigError(f"demos={cfg.demos}: {err}") from err
             log.info("demonstrations: %s (%d%% of each batch)", demo_info, round(100 * cfg.demo_ratio))
+        self.bc_losses: list[float] = []
         if self.reward_term is not None:
             import rewards
 
@@ -292,7 +293,8 @@ class Trainer:
     # ---- main loop --------------------------------------------------------
     def train(self) -> dict[str, Any]:
         cfg, agent_cfg, E = self.cfg, self.cfg.agent, self.cfg.num_envs
-        self.try_resume()
+        if not self.try_resume() and cfg.bc_steps and self.demo_buffer is not None:
+            self.pretrain_bc(cfg.bc_steps)
         OmegaConf.save(cfg, self.run_dir / "config.yaml", resolve=True)
         start_step, t0 = self.step, time.perf_counter()
         obs, _ = self.envs.reset(seed=cfg.seed + self.step)  # a resumed run starts fresh episodes
@@ -418,6 +420,17 @@ class Trainer:
         log.info("done: %d env steps, final eval success %.2f, return %.2f, %.0f steps/s, run dir %s",
                  self.step, result["final_eval_success"], result["final_eval_return"], result["steps_per_s"], self.run_dir)
         return result
+
+    def pretrain_bc(self, steps: int) -> None:
+        """Behaviour cloning on the demonstrations before RL (the actor starts near the demonstrator)."""
+        B = self._agent_hp.batch_size
+        for k in tqdm(range(steps), desc="BC pretraining", disable=not self.cfg.progress, unit="step"):
+            batch = self.demo_buffer.sample(B)
+            loss = self.agent.bc_update(torch.from_numpy(batch["obs"]).to(self.device),
+                                        torch.from_numpy(batch["action"]).to(self.device))
+            if k % 100 == 0 or k == steps - 1:
+                self.bc_losses.append(float(loss))
+        self.record({"step": 0, "kind": "bc", "bc_steps": steps, "bc_loss": self.bc_losses[-1]})
 
     def learn(self, num_env_steps: int, metrics: dict[str, torch.Tensor]) -> None:
         """``utd`` critic updates per env step (one sampled batch of utd x B split in B-sized
