@@ -173,7 +173,7 @@ def main() -> None:
                "wall_s": wall, "runs": [{k: v for k, v in r.items() if k != "eval_curve"} for r in runs]}
     # A smoke run says nothing about learning: its summary stays with its runs, out of results/.
     out = (Path(args.run_root) / "keypoint_vs_task_smoke.json" if args.smoke
-           else RESULTS / f"keypoint_vs_task_{args.steps or 'budget'}.json")
+           else RESULTS / f"keypoint_vs_task_{'-'.join(args.tasks)}_{args.steps or 'budget'}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2))
     print(f"wrote {out}")
