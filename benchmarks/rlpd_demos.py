@@ -1,0 +1,102 @@
+"""RLPD with scripted demonstrations against SAC from scratch, same task, same budget, several seeds.
+
+1. Records ``--demos`` scripted-expert episodes of the task once (``sim.record``; the project's
+   episode format), seeded apart from the evaluation seeds.
+2. Trains, per seed, SAC from scratch (``agent=sac``) and RLPD (``agent=rlpd demos=<dataset>``:
+   half of every batch from the demonstrations, 10 LayerNorm critics, UTD from its config) at the
+   same env-step budget, evaluating every ``--eval-every`` steps with the env's own success flag.
+3. Reports per method the IQM success curve over seeds (stratified-bootstrap CI, rliable), the
+   first step where the IQM reaches ``--target`` (0.8), and the ratio RLPD steps / SAC steps
+   (target: <= 1/3, or SAC never reaching it within the budget).
+
+    uv run --frozen python benchmarks/rlpd_demos.py --task panda_pick_place --demos 20 --steps 100000 --seeds 0 1 2
+Costly on a CPU: RLPD's UTD 20 with 10 critics is about 20x the gradient work of SAC per env
+step; ``-- agent.utd=4`` trades sample efficiency for time. Writes benchmarks/results/rlpd_<task>_<steps>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from keypoint_vs_task import iqm_with_ci  # noqa: E402 - benchmarks share their statistics
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def record_demos(task: str, episodes: int, out: Path) -> Path:
+    if (out / "meta" / "info.json").exists():
+        return out
+    from sim.record import compose, record
+
+    cfg, choice = compose([f"task={task}", f"episodes={episodes}", f"out={out}", "seed=50000"])
+    record(cfg, choice)
+    return out
+
+
+def _train_one(args: tuple[str, str, int, int, int, str, list[str], str]) -> dict:
+    task, method, seed, steps, eval_every, demos, extra, run_root = args
+    from policies.config import compose
+    from policies.train import run
+
+    overrides = [f"task={task}", f"seed={seed}", f"total_steps={steps}", f"eval_every={eval_every}",
+                 "progress=false", "video=false", f"run_dir={run_root}/{method}/seed{seed}", "resume=true"]
+    overrides += ["agent=rlpd", f"demos={demos}"] if method == "rlpd" else ["agent=sac"]
+    result = run(compose([*overrides, *extra]))
+    return {"method": method, "seed": seed, "eval_curve": result["eval_curve"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", default="panda_pick_place")
+    ap.add_argument("--demos", type=int, default=20, help="scripted-expert demonstrations (issue: 10-20)")
+    ap.add_argument("--steps", type=int, default=100_000)
+    ap.add_argument("--eval-every", type=int, default=10_000)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--target", type=float, default=0.8)
+    ap.add_argument("--run-root", default="runs/bench/rlpd_demos")
+    ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for both methods, after --")
+    args = ap.parse_args()
+
+    demos = record_demos(args.task, args.demos, Path(args.run_root) / "demos")
+    jobs = [(args.task, m, s, args.steps, args.eval_every, str(demos), args.overrides, args.run_root)
+            for s in args.seeds for m in ("rlpd", "sac")]
+    t0 = time.perf_counter()
+    with mp.get_context("spawn").Pool(args.jobs) as pool:
+        runs = pool.map(_train_one, jobs, chunksize=1)
+    summary: dict = {"task": args.task, "demos": args.demos, "budget": args.steps, "seeds": args.seeds,
+                     "target": args.target, "overrides": args.overrides, "wall_s": time.perf_counter() - t0}
+    for method in ("rlpd", "sac"):
+        mine = [r for r in runs if r["method"] == method]
+        steps = sorted({s for r in mine for s, _, _ in r["eval_curve"]})
+        curve = []
+        for st in steps:
+            vals = np.array([dict((s, v) for s, v, _ in r["eval_curve"]).get(st, np.nan) for r in mine])
+            if not np.isnan(vals).any():
+                iqm, lo, hi = iqm_with_ci(vals)
+                curve.append({"step": st, "iqm": iqm, "ci_low": lo, "ci_high": hi, "per_seed": vals.tolist()})
+        summary[method] = {"curve": curve,
+                           "first_step_at_target": next((c["step"] for c in curve if c["iqm"] >= args.target), None)}
+        print(f"{method}: " + ", ".join(f"{c['step'] / 1000:g}k {c['iqm']:.2f}" for c in curve))
+    r_at, s_at = summary["rlpd"]["first_step_at_target"], summary["sac"]["first_step_at_target"]
+    met = r_at is not None and (s_at is None or r_at <= s_at / 3)
+    summary["ratio"] = None if r_at is None or s_at is None else r_at / s_at
+    summary["met"] = met
+    print(f"first step at IQM >= {args.target}: RLPD {r_at}, SAC {s_at if s_at is not None else 'not within budget'}"
+          f" -> target (RLPD <= 1/3 of SAC) {'met' if met else 'not met'}")
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"rlpd_{args.task}_{args.steps}.json"
+    out.write_text(json.dumps(summary, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
