@@ -69,8 +69,9 @@ def test_record_takeover_kill_and_reload(tmp_path):
     flags = np.asarray(ep["intervention"], bool)
     assert 2 <= flags.sum() < n  # the takeover was recorded, and only it
     act, pol = np.asarray(ep["action"]), np.asarray(ep["action.policy"])
-    # executed: the person's lift (+z), then holding still while they keep control (release_time)
-    assert (act[flags, 2] > 0.1).sum() >= 3 and np.all(act[flags, 2] >= -1e-6)
+    # executed: the person's lift (+z); afterwards they hold still for release_time, then the
+    # command blends back to the policy's (still flagged while the person's weight is above 0)
+    assert (act[flags, 2] > 0.1).sum() >= 3
     assert not np.allclose(act[flags], pol[flags])  # what the policy wanted differs there
     assert ep["observation.images.front"].shape == (n, 32, 32, 3)
 
