@@ -77,8 +77,11 @@ def main() -> None:
 
     run_root = args.run_root or f"runs/bench/{args.task}_{args.steps}"
     jobs = [(args.task, s, args.steps, args.eval_every, args.overrides, run_root) for s in args.seeds]
-    print(f"SAC on {args.task}: {len(jobs)} seeds x {args.steps} env steps, eval every {args.eval_every}, "
-          f"{args.jobs} at a time; runs in {run_root}")
+    if args.summarize:
+        print(f"SAC on {args.task}: aggregating the finished runs of {len(jobs)} seeds in {run_root}")
+    else:
+        print(f"SAC on {args.task}: {len(jobs)} seeds x {args.steps} env steps, eval every {args.eval_every}, "
+              f"{args.jobs} at a time; runs in {run_root}")
     t = time.perf_counter()
     if args.summarize:  # aggregate finished runs in run_root, no training
         runs = [_read_run(Path(run_root) / f"seed{s}", s) for s in args.seeds]
