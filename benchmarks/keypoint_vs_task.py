@@ -24,10 +24,14 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sac_success import iqm_with_ci  # noqa: E402 - the benchmarks' one statistic
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REWARDS = ("task_dense", "keypoints")
@@ -52,20 +56,6 @@ def _train_one(args: tuple[str, str, int, int | None, int, int, int, list[str], 
     return {"task": task, "reward": reward, "seed": seed, "budget": int(cfg.total_steps),
             "final_success": float(curve[-1][1]) if curve else float("nan"),
             "eval_curve": curve, "wall_s": time.perf_counter() - t, "run_dir": result["run_dir"]}
-
-
-def iqm_with_ci(values: np.ndarray, reps: int = 2000) -> tuple[float, float, float]:
-    """IQM over seeds and its stratified-bootstrap 95% CI (rliable); a single seed gives a point."""
-    values = np.asarray(values, float)
-    if len(values) < 2:
-        v = float(values[0]) if len(values) else float("nan")
-        return v, v, v
-    from rliable import library as rly
-    from rliable import metrics
-
-    point, interval = rly.get_interval_estimates(
-        {"r": values.reshape(-1, 1)}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps)
-    return float(point["r"][0]), float(interval["r"][0, 0]), float(interval["r"][1, 0])
 
 
 ENV_IDS = {"panda_reach": ("rewardforge/PandaReach-v0", 50), "panda_push": ("rewardforge/PandaPush-v0", 100),

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from keypoint_vs_task import iqm_with_ci  # noqa: E402 - benchmarks share their statistics
+from sac_success import iqm_with_ci  # noqa: E402 - the benchmarks' one statistic
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -51,7 +51,12 @@ def _read_run(run_dir: Path, seed: int) -> dict:
 
 
 def iqm_with_ci(values: np.ndarray, reps: int = 2000) -> tuple[float, float, float]:
-    """IQM over runs (axis 0) and its stratified-bootstrap 95% CI, via rliable."""
+    """IQM over runs (axis 0) and its stratified-bootstrap 95% CI, via rliable; one run gives a point.
+    The benchmarks' one place for this statistic."""
+    values = np.asarray(values, float)
+    if len(values) < 2:
+        v = float(values[0]) if len(values) else float("nan")
+        return v, v, v
     from rliable import library as rly
     from rliable import metrics
 

@@ -27,10 +27,10 @@ from std_msgs.msg import Bool, Float64, Float64MultiArray
 
 from robot.observation import ARM_JOINTS, GRIPPER_JOINT
 from robot.ros_io import joint_state_msg, matrix_to_quat, pose_msg
+from sim.panda.controller import R_DOWN, rot_z
 
 PRIMITIVES = {"bool", "byte", "char", "float32", "float64", "int8", "uint8", "int16", "uint16", "int32",
               "uint32", "int64", "uint64", "string", "wstring"}
-R_DOWN = np.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]])  # sim.panda.controller.R_DOWN
 
 
 def _msg_file(pkg: str, name: str) -> Path:
@@ -111,8 +111,7 @@ def export_mcap(dataset: str | Path, out: str | Path, episodes: list[int] | None
                         np.r_[obs["joint_vel"][k], 0.0], t), t)
                 if "ee_pos" in names:
                     yaw = float(obs["ee_yaw"][k].reshape(-1)[0]) if "ee_yaw" in names else 0.0
-                    c, s = np.cos(yaw), np.sin(yaw)
-                    R = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ R_DOWN
+                    R = rot_z(yaw) @ R_DOWN  # the sim's ee_yaw convention
                     write("ee_pose", "geometry_msgs/msg/PoseStamped", pose_msg(obs["ee_pos"][k], matrix_to_quat(R),
                                                                                 "base", t), t)
                 write("rewardforge/action", "std_msgs/msg/Float64MultiArray",
