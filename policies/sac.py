@@ -47,6 +47,7 @@ class SAC:
         ]
         if cfg.autotune_alpha:
             groups.append({"params": [self.log_alpha], "lr": cfg.alpha_lr or cfg.lr})
+        groups += self._extra_param_groups()
         self.optimizer = torch.optim.Adam(groups, fused=self.device.type in ("cpu", "cuda"))
         self._critic_params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
@@ -59,6 +60,11 @@ class SAC:
             precision = auto_precision(self.device.type)
         self.precision = precision
         self._bf16 = precision == "bf16"
+
+    def _extra_param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser groups a subclass adds (an image encoder trained through the critic loss, as in
+        DrQ). Called once from ``__init__``, after the actor and critics exist."""
+        return []
 
     # ---- acting -----------------------------------------------------------
     @torch.inference_mode()
@@ -98,6 +104,7 @@ class SAC:
             self._step(critic_loss)
             critic_loss = torch.zeros((), device=self.device)
         if update_actor:
+            obs = obs.detach()  # encoder features (DrQ): the critic loss trains the encoder, the actor's does not
             with self._autocast():
                 pi_act, logp = self.actor.sample(obs)
                 # detach=True: the actor's gradient flows through Q into a~ but not into Q's weights,
