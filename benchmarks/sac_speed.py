@@ -58,8 +58,8 @@ OURS = {
     "ours fp32 1 thread + env overlap": OVERLAP,
     "ours bf16 2 threads": ["agent.precision=bf16", "torch_threads=2"],
     "ours bf16 1 thread + env overlap": ["agent.precision=bf16", *OVERLAP],
-    # the env steps in a thread of the learner's process (MuJoCo and torch release the GIL)
-    "ours bf16 2 threads + env thread": ["agent.precision=bf16", "torch_threads=2", "overlap_env_step=true"],
+    # the same with autograd instead of the hand-written gradients (policies/fused.py)
+    "ours bf16 1 thread + env overlap, autograd": ["agent.precision=bf16", *OVERLAP, "agent.backward=autograd"],
 }
 
 
@@ -120,6 +120,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6000, help="env steps per learner, warm-up included")
     ap.add_argument("--warmup", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", nargs="*", default=None, metavar="NAME",
+                    help="run only our variants whose name contains one of these words (SB3 always runs)")
     args = ap.parse_args()
 
     print(f"SAC wall-clock on {args.task}: {args.steps} env steps ({args.warmup} random warm-up), "
@@ -127,6 +129,8 @@ def main() -> None:
     results: dict = {"task": args.task, "steps": args.steps, "warmup": args.warmup, "runs": {}}
     runs = results["runs"]
     for name, overrides in OURS.items():
+        if args.only and not any(w in name for w in args.only):
+            continue
         runs[name] = ours(args.task, args.steps, args.warmup, args.seed, overrides)
         print(f"  {name}: {runs[name]['learn_steps_per_s']:.1f} steps/s", flush=True)
     sb3_default = f"sb3 default ({DEFAULT_THREADS} threads)"

@@ -4,12 +4,13 @@ Format (one ``torch.save`` dict, loadable with ``weights_only=True``)::
 
     {"format": "rewardforge.sac/1", "step": int, "obs_dim": int, "act_dim": int,
      "agent": {"actor", "critic", "critic_target": state dicts, "log_alpha": tensor,
-               "optimizer": Adam state dict, "num_updates": int},
+               "optimizer": Adam state dict, "num_updates": int,
+               pixel agents also "encoder", "encoder_target": state dicts, "encoder_updates": int},
      "config": resolved config as plain dict, "embodiment": EmbodimentSpec.to_dict(),
      "extra": {...}}
 
-:func:`export_policy` writes the same format with only ``agent.actor`` (a deployable
-policy, ~10x smaller); :func:`load_policy` reads either.
+:func:`export_policy` writes the same format with only ``agent.actor`` (and a pixel
+policy's ``agent.encoder``: a deployable policy, ~10x smaller); :func:`load_policy` reads either.
 
 A killed process never leaves a half-written file: we write ``<name>.tmp`` and
 ``os.replace`` it over the target (atomic on POSIX).
@@ -82,6 +83,6 @@ def export_policy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Write a policy-only copy of checkpoint ``src`` (actor weights, config, spec) to ``dst``:
     what a robot computer needs, without critics or optimiser state."""
     ckpt = load(src)
-    ckpt["agent"] = {"actor": ckpt["agent"]["actor"]}
+    ckpt["agent"] = {k: ckpt["agent"][k] for k in ("actor", "encoder") if k in ckpt["agent"]}  # encoder: pixels
     ckpt["extra"] = {**ckpt.get("extra", {}), "exported_from": os.fspath(src)}
     atomic_torch_save(ckpt, dst)

@@ -78,6 +78,32 @@ class SACConfig:
     buffer_size: int = 1_000_000  # transitions
     fused_update: bool = True  # one backward for critic, actor and temperature losses
     precision: str = "fp32"  # "bf16": matmuls in bfloat16 (autocast), weights/optimiser/losses fp32; "auto": bf16 where native
+    backward: str = "manual"  # "manual": hand-written gradients (policies/fused.py) where the networks qualify; "autograd"
+    # Pixels (DrQ, policies/pixels.py): cameras the policy reads; empty = a state-based agent.
+    cameras: list[str] = field(default_factory=list)
+    image_size: int | None = None  # px, square; None: the task's kwargs.image_size
+    encoder: str = "drq"  # "drq" (4 conv layers, trained by the critic) | "resnet18" (frozen, encoder_weights)
+    encoder_weights: str | None = None  # local torchvision resnet18 state dict for encoder=resnet18
+    feature_dim: int = 50  # features per camera (Linear -> LayerNorm -> tanh)
+    encoder_tau: float = 0.05  # Polyak rate of the target encoder (DrQ)
+    encoder_lr: float | None = None  # None: critic_lr, else lr
+    augment_pad: int = 4  # random-shift padding in px (DrQ); 0: no augmentation
+    state_fields: list[str] | None = None  # state fields beside the images; None: all, []: images only
+
+
+@dataclass
+class InterventionConfig:
+    """Scripted interventions in simulation (HIL-SERL): the task's expert takes over for
+    ``takeover_steps`` when ground-truth progress rose less than ``min_gain`` in ``patience`` steps."""
+
+    enabled: bool = False
+    patience: int = 15
+    min_gain: float = 0.02
+    takeover_steps: int = 15
+    max_per_episode: int = 2
+    start_after: int = 0  # env steps of each episode before the person may step in
+    to_demos: bool = True  # intervened transitions also go to the demonstration side of the batch
+    demo_buffer_size: int = 200_000  # capacity of that side when no demos= dataset gives one
 
 
 @dataclass
@@ -111,6 +137,8 @@ class TrainConfig:
     demos: str | None = None
     demo_ratio: float = 0.5
     bc_steps: int = 0  # behaviour-cloning steps on the demos before RL (0: none)
+    # A scripted person (sim/intervention.py) who takes over when the policy stops making progress.
+    intervention: InterventionConfig = field(default_factory=lambda: InterventionConfig())
 
 
 def register_configs() -> None:
@@ -141,6 +169,8 @@ def validate(cfg: DictConfig) -> None:
         "agent.batch_size": a.batch_size, "agent.utd": a.utd, "agent.actor_update_every": a.actor_update_every,
         "agent.target_update_every": a.target_update_every, "agent.n_step": a.n_step,
         "agent.buffer_size": a.buffer_size,
+        "intervention.patience": cfg.intervention.patience, "intervention.takeover_steps": cfg.intervention.takeover_steps,
+        "intervention.demo_buffer_size": cfg.intervention.demo_buffer_size,
     }
     for key, v in positive_ints.items():
         if v < 1:
@@ -157,12 +187,34 @@ def validate(cfg: DictConfig) -> None:
         _fail("agent.tau", a.tau, "must be in (0, 1]")
     if a.target_subset > a.critic_ensemble:
         _fail("agent.target_subset", a.target_subset, f"must be <= agent.critic_ensemble ({a.critic_ensemble})")
+    if a.backward not in ("manual", "autograd"):
+        _fail("agent.backward", a.backward, "allowed values: manual (hand-written gradients where supported), autograd")
     if a.precision not in ("fp32", "bf16", "auto"):
         _fail("agent.precision", a.precision, "allowed values: fp32, bf16, auto (bf16 where native)")
     if a.actor_q not in ("min", "mean"):
         _fail("agent.actor_q", a.actor_q, "allowed values: min, mean")
     if not a.hidden or any(h < 1 for h in a.hidden):
         _fail("agent.hidden", list(a.hidden), "must be a non-empty list of positive widths")
+    if a.cameras:
+        from policies.pixels import ENCODERS
+
+        if a.encoder not in ENCODERS:
+            _fail("agent.encoder", a.encoder, f"allowed values: {', '.join(ENCODERS)}")
+        if a.image_size is not None and a.image_size < 16:
+            _fail("agent.image_size", a.image_size, "must be >= 16 px or null (the task's image_size)")
+        if a.feature_dim < 1:
+            _fail("agent.feature_dim", a.feature_dim, "must be an integer >= 1")
+        if not 0.0 < a.encoder_tau <= 1.0:
+            _fail("agent.encoder_tau", a.encoder_tau, "must be in (0, 1]")
+        if a.augment_pad < 0:
+            _fail("agent.augment_pad", a.augment_pad, "must be >= 0 (0: no augmentation)")
+        if a.encoder_lr is not None and not a.encoder_lr > 0:
+            _fail("agent.encoder_lr", a.encoder_lr, "must be > 0 or null")
+        if a.encoder == "resnet18" and not (a.encoder_weights and Path(a.encoder_weights).is_file()):
+            _fail("agent.encoder_weights", a.encoder_weights, "encoder=resnet18 needs an existing local file with a "
+                  "torchvision resnet18 state dict (nothing is downloaded)")
+        if cfg.demos:
+            _fail("demos", cfg.demos, "demonstrations are not yet supported with a pixel agent (agent.cameras set)")
     if cfg.vector_mode not in ("sync", "async"):
         _fail("vector_mode", cfg.vector_mode, "allowed values: sync, async")
     dev = cfg.device

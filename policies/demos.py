@@ -18,9 +18,10 @@ from policies.replay import ReplayBuffer
 
 
 def load_demo_buffer(path: str, spec: EmbodimentSpec, term: Any = None, scale: float = 1.0,
-                     seed: int = 0) -> tuple[ReplayBuffer, dict[str, Any]]:
-    """An offline buffer with every transition of the dataset at ``path``; refuses a dataset
-    recorded for another embodiment (listing the differences)."""
+                     seed: int = 0, extra_capacity: int = 0) -> tuple[ReplayBuffer, dict[str, Any]]:
+    """An offline buffer with every transition of the dataset at ``path`` and room for
+    ``extra_capacity`` more (interventions added during training); refuses a dataset recorded
+    for another embodiment (listing the differences)."""
     from common.episodes import Dataset
 
     ds = Dataset(path)
@@ -38,7 +39,7 @@ def load_demo_buffer(path: str, spec: EmbodimentSpec, term: Any = None, scale: f
                             success=tr["success"], episode_step=tr["frame_index"])
         reward = relabel(term, batch).reward
         term.train_mode(True)  # relabel froze running statistics; training updates them again
-    buf = ReplayBuffer(n, spec.state_dim, spec.action.dim, num_envs=1, seed=seed + 7)
+    buf = ReplayBuffer(n + int(extra_capacity), spec.state_dim, spec.action.dim, num_envs=1, seed=seed + 7)
     for k in range(n):  # in time order: episode ends make n-step returns stop at boundaries
         buf.add(tr["state"][k][None], tr["action"][k][None], np.float32([reward[k] * scale]),
                 tr["next_state"][k][None], tr["terminated"][k][None], tr["truncated"][k][None])
@@ -51,7 +52,7 @@ def mixed_sample(online: ReplayBuffer, offline: ReplayBuffer | None, batch_size:
                  n_step: int, gamma: float) -> dict[str, np.ndarray]:
     """``utd`` minibatches of ``batch_size`` stacked along axis 0; with an offline buffer each
     minibatch holds ``round(ratio * batch_size)`` offline transitions and the rest online ones."""
-    if offline is None or ratio <= 0.0:
+    if offline is None or ratio <= 0.0 or len(offline) == 0:  # e.g. no intervention yet
         return online.sample(batch_size * utd, n_step, gamma)
     n_off = int(round(ratio * batch_size))
     n_on = batch_size - n_off

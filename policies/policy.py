@@ -3,6 +3,8 @@
 This is what evaluation, the ROS policy node and benchmarks load
 (:func:`policies.checkpoint.load_policy`); it carries the embodiment spec it was
 trained for and reads observations through it (``common.spec.flatten_state``).
+A pixel checkpoint (``agent.cameras`` set, policies/pixels.py) adds its image encoder:
+the observation dict then also holds the ``image_<camera>`` uint8 arrays of its spec.
 """
 
 from __future__ import annotations
@@ -15,15 +17,22 @@ import torch
 
 from common.spec import EmbodimentSpec, flatten_state
 from policies.networks import TanhGaussianActor
+from policies.pixels import PixelEncoder, PixelObs, build_encoder, to_device
 
 
 class Policy:
     def __init__(self, actor: TanhGaussianActor, embodiment: EmbodimentSpec, device: str | torch.device = "cpu",
-                 step: int = 0, config: Mapping[str, Any] | None = None, check_observations: bool = True) -> None:
+                 step: int = 0, config: Mapping[str, Any] | None = None, check_observations: bool = True,
+                 encoder: PixelEncoder | None = None) -> None:
         self.actor = actor.to(device).eval()
         self.embodiment, self.device, self.step = embodiment, torch.device(device), step
         self.config = dict(config or {})
         self.check_observations = check_observations
+        self.encoder = encoder.to(device).eval() if encoder is not None else None
+        self.pixel_obs: PixelObs | None = None
+        if encoder is not None:
+            agent = self.config.get("agent", {})
+            self.pixel_obs = PixelObs(embodiment, agent.get("cameras", ()), agent.get("state_fields"))
 
     @classmethod
     def from_checkpoint(cls, ckpt: Mapping[str, Any], device: str | torch.device = "cpu",
@@ -32,19 +41,29 @@ class Policy:
         actor = TanhGaussianActor(ckpt["obs_dim"], ckpt["act_dim"], tuple(agent_cfg.get("hidden", (256, 256))),
                                   bool(agent_cfg.get("actor_layer_norm", False)))
         actor.load_state_dict(ckpt["agent"]["actor"])
-        return cls(actor, EmbodimentSpec.from_dict(ckpt["embodiment"]), device, int(ckpt["step"]), ckpt["config"],
-                   check_observations)
+        spec = EmbodimentSpec.from_dict(ckpt["embodiment"])
+        encoder = None
+        if agent_cfg.get("cameras"):  # a pixel policy: its encoder (frozen trunks included) is in the checkpoint
+            reads = PixelObs(spec, agent_cfg["cameras"], agent_cfg.get("state_fields"))
+            encoder = build_encoder(agent_cfg, reads.image_shapes, reads.state_dim, from_checkpoint=True)
+            encoder.load_state_dict(ckpt["agent"]["encoder"])
+        return cls(actor, spec, device, int(ckpt["step"]), ckpt["config"], check_observations, encoder)
+
+    def _features(self, obs: Mapping[str, np.ndarray], batched: bool) -> torch.Tensor:
+        if self.encoder is None:
+            x = torch.from_numpy(flatten_state(self.embodiment, obs)).to(self.device)
+            return x if batched else x.unsqueeze(0)
+        x = self.pixel_obs(obs)
+        return self.encoder(to_device(x if batched else {k: v[None] for k, v in x.items()}, self.device))
 
     @torch.inference_mode()
     def __call__(self, obs: Mapping[str, np.ndarray], deterministic: bool = True) -> np.ndarray:
         """Action (float32, shape (A,), in [-1, 1]) for one observation dict following the spec."""
         if self.check_observations:
             self.embodiment.check_observation(obs)
-        x = torch.from_numpy(flatten_state(self.embodiment, obs)).to(self.device).unsqueeze(0)
-        return self.actor.act(x, deterministic)[0].cpu().numpy()
+        return self.actor.act(self._features(obs, batched=False), deterministic)[0].cpu().numpy()
 
     @torch.inference_mode()
     def act_batch(self, obs: Mapping[str, np.ndarray], deterministic: bool = True) -> np.ndarray:
         """Actions (B, A) for a batch of observations (each value with a leading batch axis)."""
-        x = torch.from_numpy(flatten_state(self.embodiment, obs)).to(self.device)
-        return self.actor.act(x, deterministic).cpu().numpy()
+        return self.actor.act(self._features(obs, batched=True), deterministic).cpu().numpy()

@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from policies import fused
 from policies.networks import EnsembleCritic, TanhGaussianActor
 
 
@@ -60,6 +61,7 @@ class SAC:
             precision = auto_precision(self.device.type)
         self.precision = precision
         self._bf16 = precision == "bf16"
+        self._manual = getattr(cfg, "backward", "autograd") == "manual" and fused.supported(cfg)
 
     def _extra_param_groups(self) -> list[dict[str, Any]]:
         """Optimiser groups a subclass adds (an image encoder trained through the critic loss, as in
@@ -90,6 +92,8 @@ class SAC:
         Actor (eq. 7-10, reparameterised):  L_pi = E[alpha log pi(a~|s) - Q(s, a~)],  a~ ~ pi(.|s)
         Temperature (eq. 17-18):           L_alpha = E[-log alpha (log pi(a~|s) + H_target)]
         """
+        if self._manual and not obs.requires_grad:  # same losses, hand-written gradients (policies/fused.py)
+            return fused.update(self, obs, act, rew, next_obs, discount, update_actor)
         alpha = self.log_alpha.detach().exp()
         with torch.no_grad(), self._autocast():
             next_act, next_logp = self.actor.sample(next_obs)
@@ -119,10 +123,14 @@ class SAC:
         elif self.cfg.fused_update:
             self._step(critic_loss)
 
-        self._num_updates += 1
-        if self._num_updates % self.cfg.target_update_every == 0:  # Polyak: theta' <- (1-tau) theta' + tau theta
-            torch._foreach_lerp_(self._target_params, self._critic_params, self.cfg.tau)
+        self._after_step()
         return metrics
+
+    def _after_step(self) -> None:
+        """Count the update; Polyak-average the target critics every ``target_update_every`` updates."""
+        self._num_updates += 1
+        if self._num_updates % self.cfg.target_update_every == 0:  # theta' <- (1-tau) theta' + tau theta
+            torch._foreach_lerp_(self._target_params, self._critic_params, self.cfg.tau)
 
     def bc_update(self, obs: Tensor, act: Tensor, eps: float = 0.05) -> Tensor:
         """One behaviour-cloning step on the actor: minimise -log pi(a_demo | s) (maximum

@@ -5,6 +5,9 @@ deterministic evaluation, checkpoints and a resumable state (agent, optimiser,
 replay buffer, counters, RNG states, metrics) in the run directory. Rerunning the
 same command with the same ``run_dir`` continues from the last resumable state.
 
+``agent=drq`` trains from pixels (policies/pixels.py): the task's cameras come on for training
+and evaluation, and the replay stores their uint8 frames.
+
 In code (benchmarks)::
 
     from policies.train import compose, run
@@ -13,6 +16,7 @@ In code (benchmarks)::
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -33,6 +37,7 @@ from common.spec import EmbodimentSpec, flatten_state
 from policies import checkpoint, outputs
 from policies.config import CONFIG_DIR, ConfigError, check_overrides, compose, validate
 from policies.demos import load_demo_buffer, mixed_sample
+from policies.pixels import PixelObs, PixelSAC, to_device
 from policies.replay import ReplayBuffer
 from policies.reward_stream import RewardStream, step_transitions
 from policies.sac import SAC
@@ -75,15 +80,29 @@ def make_env(task: DictConfig, render_mode: str | None = None) -> gym.Env:
     return sim.make(task.env_id, **kwargs)
 
 
-def make_vector_env(cfg: DictConfig, task: DictConfig | None = None) -> gym.vector.VectorEnv:
+def make_vector_env(cfg: DictConfig, task: DictConfig | None = None,
+                    intervention: DictConfig | None = None) -> gym.vector.VectorEnv:
+    """``cfg.num_envs`` copies of the task; with ``intervention`` (its ``enabled`` set) each is
+    wrapped in the scripted person of sim/intervention.py."""
     task = cfg.task if task is None else task
-    fns = [lambda: make_env(task) for _ in range(cfg.num_envs)]
+    fns = [functools.partial(_make_training_env, task, intervention) for _ in range(cfg.num_envs)]
     mode = gym.vector.AutoresetMode.SAME_STEP
     if cfg.vector_mode == "async":
         # "spawn", not the Linux default "fork": a forked child inherits the parent's OpenMP
         # threads and any EGL context (rendering), and crashes inside them.
         return gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode, context="spawn")
     return gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
+
+
+def _make_training_env(task: DictConfig, intervention: DictConfig | None) -> gym.Env:
+    env = make_env(task)
+    if intervention is not None and intervention.enabled:
+        from sim.intervention import ScriptedIntervention
+
+        env = ScriptedIntervention(env, patience=intervention.patience, min_gain=intervention.min_gain,
+                                   takeover_steps=intervention.takeover_steps,
+                                   max_per_episode=intervention.max_per_episode, start_after=intervention.start_after)
+    return env
 
 
 def build_reward(cfg: DictConfig) -> Any:
@@ -112,6 +131,21 @@ def task_for_reward(task: DictConfig, term: Any) -> DictConfig:
     return task
 
 
+def task_for_agent(task: DictConfig, agent: DictConfig, image_size: int | None = None) -> DictConfig:
+    """``task`` with the cameras a pixel agent reads (``agent.cameras``) added to its kwargs, rendered at
+    ``image_size`` (else ``agent.image_size``, else the task's own). Unchanged for a state-based agent."""
+    if not agent.cameras:
+        return task
+    task = task.copy()
+    kwargs = dict(OmegaConf.to_container(task.kwargs, resolve=True) or {})
+    kwargs["cameras"] = list(dict.fromkeys([*kwargs.get("cameras", []), *agent.cameras]))
+    size = image_size or agent.image_size
+    if size:
+        kwargs["image_size"] = int(size)
+    task.kwargs = kwargs
+    return task
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -133,9 +167,11 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
 
 
 def evaluate(policy_act, env: gym.Env, spec: EmbodimentSpec, episodes: int, seed: int,
-             frames: list[np.ndarray] | None = None) -> tuple[float, float]:
+             frames: list[np.ndarray] | None = None, prepare=None) -> tuple[float, float]:
     """Deterministic policy for ``episodes`` episodes (fixed seeds): (success rate, mean return).
-    An episode counts as a success if ``info["success"]`` was true at any step."""
+    An episode counts as a success if ``info["success"]`` was true at any step. ``prepare`` turns an
+    observation dict into ``policy_act``'s input batch of one (default: the flat state vector)."""
+    prepare = prepare or (lambda o: flatten_state(spec, o)[None])
     successes, returns = [], []
     for ep in range(episodes):
         obs, info = env.reset(seed=seed + ep)
@@ -143,7 +179,7 @@ def evaluate(policy_act, env: gym.Env, spec: EmbodimentSpec, episodes: int, seed
         if frames is not None:
             frames.append(env.render())
         while not done:
-            obs, r, term, trunc, info = env.step(policy_act(flatten_state(spec, obs)[None])[0])
+            obs, r, term, trunc, info = env.step(policy_act(prepare(obs))[0])
             ret += float(r)
             success = success or bool(info.get("success", False))
             done = term or trunc
@@ -166,34 +202,65 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(cfg.device)
         self.reward_term = build_reward(cfg)
-        train_task = task_for_reward(cfg.task, self.reward_term)
+        train_task = task_for_reward(task_for_agent(cfg.task, cfg.agent), self.reward_term)
+        # Evaluation renders no reward cameras; a pixel agent's own cameras it does render, at the training size.
+        self.eval_task = cfg.task
+        if cfg.agent.cameras:
+            size = train_task.kwargs.get("image_size")
+            if cfg.agent.image_size and size != cfg.agent.image_size:
+                raise ConfigError(f"agent.image_size={cfg.agent.image_size} but reward {cfg.reward.kind!r} renders "
+                                  f"the cameras at {size} px; set agent.image_size={size} or null")
+            self.eval_task = task_for_agent(cfg.task, cfg.agent, size)
         try:
-            self.envs = make_vector_env(cfg, train_task)
+            self.envs = make_vector_env(cfg, train_task, cfg.intervention)
         except TypeError as err:  # e.g. a task without cameras asked for images
             raise ConfigError(f"task {cfg.task.env_id} cannot be made with {dict(train_task.kwargs)} "
                               f"(needed by reward {cfg.reward.kind!r}): {err}") from err
-        # Evaluation renders no reward cameras; the policy (and its checkpoint's spec) reads state only.
-        self.eval_env = make_env(cfg.task)
+        try:
+            self.eval_env = make_env(self.eval_task)
+        except TypeError as err:  # a task without cameras, for a pixel agent
+            raise ConfigError(f"task {cfg.task.env_id} cannot be made with {dict(self.eval_task.kwargs)} "
+                              f"(agent.cameras={list(cfg.agent.cameras)}): {err}") from err
+        # The policy's spec (in its checkpoint): state fields, plus the images of a pixel agent.
         self.spec: EmbodimentSpec = self.eval_env.unwrapped.embodiment
         self.reward_stream: RewardStream | None = None
         obs_dim, act_dim = self.spec.state_dim, self.spec.action.dim
         if self.envs.single_action_space.shape != (act_dim,):
             raise ValueError(f"env action space {self.envs.single_action_space.shape} != spec action dim {act_dim}")
         torch.manual_seed(cfg.seed)
-        self.agent = SAC(obs_dim, act_dim, cfg.agent, self.device)
+        self.pixel_obs: PixelObs | None = None  # pixel agent: env obs -> {"state", "image_*"}
+        if cfg.agent.cameras:
+            try:
+                self.pixel_obs = PixelObs(self.spec, cfg.agent.cameras, cfg.agent.state_fields)
+            except ValueError as err:
+                raise ConfigError(f"agent.cameras={list(cfg.agent.cameras)}: {err}") from err
+            obs_dim = self.pixel_obs.state_dim
+            self.agent = PixelSAC(self.pixel_obs.image_shapes, obs_dim, act_dim, cfg.agent, self.device)
+        else:
+            self.agent = SAC(obs_dim, act_dim, cfg.agent, self.device)
         self._agent_hp = self.agent.cfg  # plain attributes (no DictConfig lookups in the loop)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="env") if cfg.overlap_env_step else None
-        self.buffer = ReplayBuffer(cfg.agent.buffer_size, obs_dim, act_dim, cfg.num_envs, seed=cfg.seed)
+        self.buffer = ReplayBuffer(cfg.agent.buffer_size, obs_dim, act_dim, cfg.num_envs, seed=cfg.seed,
+                                   image_shapes=self.pixel_obs.image_shapes if self.pixel_obs else None)
         self.demo_buffer: ReplayBuffer | None = None
         if cfg.demos:
             from common.spec import SpecMismatchError
 
             try:
-                self.demo_buffer, demo_info = load_demo_buffer(cfg.demos, self.spec, self.reward_term,
-                                                               cfg.reward.scale, cfg.seed)
+                self.demo_buffer, demo_info = load_demo_buffer(
+                    cfg.demos, self.spec, self.reward_term, cfg.reward.scale, cfg.seed,
+                    extra_capacity=cfg.intervention.demo_buffer_size if cfg.intervention.enabled else 0)
             except (FileNotFoundError, SpecMismatchError, ValueError) as err:
                 raise ConfigError(f"demos={cfg.demos}: {err}") from err
             log.info("demonstrations: %s (%d%% of each batch)", demo_info, round(100 * cfg.demo_ratio))
+        self.to_demos = bool(cfg.intervention.enabled and cfg.intervention.to_demos)
+        if self.to_demos and self.reward_term is not None:
+            raise ConfigError(f"intervention.to_demos=true needs the env's own reward (reward=task), not "
+                              f"reward={cfg.reward.kind!r}: the demonstration side stores rewards when they happen; "
+                              "set intervention.to_demos=false")
+        if self.to_demos and self.demo_buffer is None:  # HIL-SERL: interventions fill the demonstration side
+            self.demo_buffer = ReplayBuffer(cfg.intervention.demo_buffer_size, obs_dim, act_dim, 1, seed=cfg.seed + 7,
+                                            image_shapes=self.pixel_obs.image_shapes if self.pixel_obs else None)
         self.bc_losses: list[float] = []
         if self.reward_term is not None:
             import rewards
@@ -272,14 +339,38 @@ class Trainer:
         log.info("resumed from %s at env step %d", path, self.step)
         return True
 
+    def _add_demo_rows(self, rows: np.ndarray, obs: Any, action: np.ndarray, reward: np.ndarray, next_obs: Any,
+                       term: np.ndarray) -> None:
+        """Intervened transitions to the demonstration buffer too (HIL-SERL). Each is stored as
+        truncated: consecutive rows there come from different moments and envs, so n-step
+        returns must not run across them (truncation stops them and still bootstraps)."""
+        for i in rows:
+            sl = slice(i, i + 1)
+            self.demo_buffer.add(_rows(obs, sl), action[sl], reward[sl].astype(np.float32), _rows(next_obs, sl),
+                                 term[sl], np.ones(1, bool))
+
+    # ---- observations -------------------------------------------------------
+    def agent_obs(self, obs: dict[str, np.ndarray]) -> Any:
+        """What the agent reads and the replay stores: the flat state vector, or for a pixel agent
+        ``{"state": ..., "image_<cam>": uint8}`` (one observation or a batch)."""
+        return self.pixel_obs(obs) if self.pixel_obs is not None else flatten_state(self.spec, obs)
+
+    def _eval_input(self, obs: dict[str, np.ndarray]) -> Any:
+        x = self.agent_obs(obs)
+        return {k: v[None] for k, v in x.items()} if isinstance(x, dict) else x[None]
+
+    def _obs_slice(self, t: dict[str, torch.Tensor], key: str, s: slice) -> Any:
+        if self.pixel_obs is None:
+            return t[key][s]
+        return {"state": t[key][s], **{n: t[f"{key}_{n}"][s] for n in self.pixel_obs.image_names}}
+
     # ---- evaluation / checkpoints -----------------------------------------
-    def policy_act(self, obs_flat: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(obs_flat).to(self.device)
-        return self.agent.act(x, deterministic=True).cpu().numpy()
+    def policy_act(self, obs_flat: Any) -> np.ndarray:
+        return self.agent.act(to_device(obs_flat, self.device), deterministic=True).cpu().numpy()
 
     def run_eval(self) -> dict[str, Any]:
         success, ret = evaluate(self.policy_act, self.eval_env, self.spec, self.cfg.eval_episodes,
-                                seed=self.cfg.seed * 100_003 + 1_000_000)
+                                seed=self.cfg.seed * 100_003 + 1_000_000, prepare=self._eval_input)
         row = {"step": self.step, "kind": "eval", "eval_success_rate": success, "eval_return": ret}
         self.record(row)
         return row
@@ -298,8 +389,9 @@ class Trainer:
         OmegaConf.save(cfg, self.run_dir / "config.yaml", resolve=True)
         start_step, t0 = self.step, time.perf_counter()
         obs, _ = self.envs.reset(seed=cfg.seed + self.step)  # a resumed run starts fresh episodes
-        obs_flat = flatten_state(self.spec, obs)
+        obs_flat = self.agent_obs(obs)
         ep_ret, ep_len, ep_success = np.zeros(E), np.zeros(E, int), np.zeros(E, bool)
+        ep_taken = np.zeros(E, int)  # env steps the scripted person ran this episode
         recent = deque((r["success"] for r in self.rows if r["kind"] == "episode"), maxlen=cfg.success_window)
         recent_ret = deque((r["episode_return"] for r in self.rows if r["kind"] == "episode"), maxlen=cfg.success_window)
         last_metrics: dict[str, torch.Tensor] = {}
@@ -317,7 +409,7 @@ class Trainer:
             if self.step < warmup:
                 action = self.rng.uniform(-1.0, 1.0, (E, self.spec.action.dim)).astype(np.float32)
             else:
-                action = self.agent.act(torch.from_numpy(obs_flat).to(self.device)).cpu().numpy()
+                action = self.agent.act(to_device(obs_flat, self.device)).cpu().numpy()
             # -- learn: utd critic updates per env step, actor after the last -------
             # With overlap_env_step the update runs while a worker thread steps the env (torch and
             # MuJoCo release the GIL); the same policy picked the action, only the newest transition
@@ -328,7 +420,7 @@ class Trainer:
                 next_obs, reward, term, trunc, info = pending.result()
             else:
                 next_obs, reward, term, trunc, info = self.envs.step(action)
-            next_flat = flatten_state(self.spec, next_obs)
+            next_flat = self.agent_obs(next_obs)
             done = term | trunc
             real_next = next_flat
             success_now = np.asarray(info.get("success", np.zeros(E, bool)), bool)
@@ -336,17 +428,23 @@ class Trainer:
             progress = np.asarray(info["progress"], np.float32) if stream is not None and "progress" in info else None
             real_next_obs = next_obs
             if done.any():  # SAME_STEP autoreset: next_obs holds reset obs; the true s' is in final_obs
-                real_next = next_flat.copy()
+                real_next = _copy(next_flat)
                 if stream is not None:
                     real_next_obs = {k: np.array(v) for k, v in next_obs.items()}
                 for i in np.flatnonzero(done):
-                    real_next[i] = flatten_state(self.spec, info["final_obs"][i])
+                    _set_row(real_next, i, self.agent_obs(info["final_obs"][i]))
                     success_now[i] = bool(info["final_info"].get("success", np.zeros(E, bool))[i])
                     if stream is not None:
                         for k in real_next_obs:
                             real_next_obs[k][i] = info["final_obs"][i][k]
                         if progress is not None and "progress" in info["final_info"]:
                             progress[i] = info["final_info"]["progress"][i]
+            taken = np.zeros(E, bool)
+            if "intervention" in info or "final_info" in info:  # store what ran, not what the policy asked
+                action, taken = _executed(action, info, done)
+                ep_taken += taken
+                if self.to_demos and taken.any():
+                    self._add_demo_rows(np.flatnonzero(taken), obs_flat, action, reward * reward_scale, real_next, term)
             if stream is None:
                 self.buffer.add(obs_flat, action, reward * reward_scale, real_next, term, trunc)
             else:  # scored by the reward term now, or with the rest of its batch (episode end flushes)
@@ -361,6 +459,9 @@ class Trainer:
                 self.episodes += 1
                 row = {"step": self.step, "kind": "episode", "episode_return": float(ep_ret[i]),
                        "episode_length": int(ep_len[i]), "success": bool(ep_success[i])}
+                if cfg.intervention.enabled:
+                    row["intervention_steps"] = int(ep_taken[i])
+                    ep_taken[i] = 0
                 if stream is not None:  # the trained reward's return and components (episode_return: the task's)
                     row.update(stream.end_episode(i))
                 self.record(row)
@@ -444,8 +545,9 @@ class Trainer:
             actor_turn = self.num_updates % a.actor_update_every == 0
             for j in range(a.utd):
                 s = slice(j * a.batch_size, (j + 1) * a.batch_size)
-                metrics.update(self.agent.update(t["obs"][s], t["action"][s], t["reward"][s], t["next_obs"][s],
-                                                 t["discount"][s], update_actor=actor_turn and j == a.utd - 1))
+                metrics.update(self.agent.update(self._obs_slice(t, "obs", s), t["action"][s], t["reward"][s],
+                                                 self._obs_slice(t, "next_obs", s), t["discount"][s],
+                                                 update_actor=actor_turn and j == a.utd - 1))
 
     def write_reports(self) -> None:
         outputs.write_csv(self.run_dir / "metrics.csv", self.rows)
@@ -454,10 +556,10 @@ class Trainer:
 
     def write_video(self) -> Path | None:
         try:
-            env = make_env(self.cfg.task, render_mode="rgb_array")
+            env = make_env(self.eval_task, render_mode="rgb_array")
             frames: list[np.ndarray] = []
             evaluate(self.policy_act, env, self.spec, self.cfg.video_episodes, seed=self.cfg.seed + 2_000_000,
-                     frames=frames)
+                     frames=frames, prepare=self._eval_input)
             env.close()
             fps = self.cfg.video_fps or self.spec.control_hz
             return outputs.write_video(self.run_dir / "eval_video", [f for f in frames if f is not None], fps)
@@ -470,6 +572,39 @@ class Trainer:
             self._pool.shutdown()
         self.envs.close()
         self.eval_env.close()
+
+
+def _executed(action: np.ndarray, info: dict[str, Any], done: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The actions the envs ran and which envs the scripted person drove this step (vector-env
+    info of sim/intervention.py; an env that just ended reports them in ``final_info``)."""
+    action, taken = action.copy(), np.zeros(len(action), bool)
+    for src, rows in ((info, np.flatnonzero(~done)), (info.get("final_info", {}), np.flatnonzero(done))):
+        if "intervention" not in src:
+            continue
+        present = np.asarray(src.get("_intervention", np.ones(len(action), bool)), bool)
+        for i in rows:
+            if present[i]:
+                taken[i] = bool(src["intervention"][i])
+                action[i] = src["executed_action"][i]
+    return action, taken
+
+
+def _rows(x: Any, sl: slice) -> Any:
+    """Rows ``sl`` of a batch: an array, or each array of a dict (pixel observations)."""
+    return {k: v[sl] for k, v in x.items()} if isinstance(x, dict) else x[sl]
+
+
+def _copy(x: Any) -> Any:
+    return {k: v.copy() for k, v in x.items()} if isinstance(x, dict) else x.copy()
+
+
+def _set_row(x: Any, i: int, value: Any) -> None:
+    """Row ``i`` of a batch (an array, or each array of a dict) <- one observation."""
+    if isinstance(x, dict):
+        for k, v in value.items():
+            x[k][i] = v
+    else:
+        x[i] = value
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

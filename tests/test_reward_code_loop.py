@@ -118,3 +118,41 @@ def test_good_program_trains_briefly(tmp_path):
                    f"reward.params.program={Path(__file__).parents[1] / 'rewards/code/examples/panda_reach_handwritten.py'}"])
     out = run(cfg)
     assert out is not None
+
+
+def test_scorer_ranks_candidates_and_its_feedback_reaches_the_next_prompt(standin_llm, logged, tmp_path):
+    """run_loop(scorer=...): the scorer's score overrides the relabelling score, its feedback goes into the
+    refine prompt, and a parent's stored training reflection is used when refining it."""
+    from rewards.code.generate import ScoreResult
+
+    episodes, spec = logged
+    # REFINED has the higher relabelling score? whichever it is, the scorer's verdict must decide
+    standin_llm.push([P.fenced(P.GOOD), P.fenced(REFINED)], [P.fenced(P.CONSTANT)])
+    client = ChatClient(base_url=standin_llm.base_url, model="stand-in", api_key_env=None, retries=0, timeout_s=10)
+    cfg = GenConfig(task=TASK, samples=2, rounds=2, sandbox=SandboxLimits(cpu_s=2.0))
+    store = ProgramStore(tmp_path / "store")
+    seen = []
+
+    def scorer(cands, view):
+        seen.append([c.id for c in cands])
+        assert view.task == "panda/reach"
+        return {c.id: ScoreResult(0.9 if c.sample == 1 else 0.1, f"FINETUNE-STATS-{c.sample}", {"success_rate": 0.5},
+                                  {"env_steps": 300, "gradient_steps": 1000, "seconds": 2.0}) for c in cands}
+
+    res = run_loop(cfg, client, store, episodes=episodes, spec=spec, scorer=scorer, full_run_s=100.0)
+    r1 = [c for c in res.candidates if c.round == 1]
+    assert seen == [[r1[0].id, r1[1].id]]  # called once: round 2 had no passing candidate
+    assert res.best == r1[1].id and r1[1].fine_score == 0.9
+    prompt2 = standin_llm.requests[1].json["messages"][1]["content"]
+    assert "FINETUNE-STATS-1" in prompt2 and "FINETUNE-STATS-0" not in prompt2
+    meta = store.meta(r1[1].id)
+    assert meta["scores"]["finetune"]["score"] == 0.9 and meta["scores"]["finetune"]["cost"]["env_steps"] == 300
+    assert meta["scores"]["score"] is not None  # the relabelling score is kept next to it
+    assert res.cost["env_steps_per_candidate"] == 300 and res.cost["gradient_steps_per_candidate"] == 1000
+    assert res.cost["ratio_scorer_to_full_run"] == pytest.approx(0.02)
+    # refining a stored program reuses its stored training reflection (from a full run)
+    store.update(r1[1].id, training_reflection="FULL-RUN-REFLECTION: term reach barely changed")
+    standin_llm.push([P.fenced(P.CONSTANT)])
+    run_loop(GenConfig(task=TASK, samples=1, rounds=1, sandbox=SandboxLimits(cpu_s=2.0)), client, store,
+             episodes=episodes, spec=spec, parent=r1[1].id)
+    assert "FULL-RUN-REFLECTION" in standin_llm.requests[-1].json["messages"][1]["content"]

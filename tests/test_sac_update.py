@@ -67,12 +67,13 @@ def test_fused_and_sequential_critic_gradients_match():
 
 @pytest.mark.parametrize("fused", [True, False])
 def test_update_gives_the_critic_only_the_critic_loss_gradient(fused):
-    """Run SAC.update itself and compare the critic's gradient with dL_Q/dtheta computed by hand
+    """Run SAC.update itself (the autograd implementation: tests/test_sac_fused.py holds the
+    hand-written one to it) and compare the critic's gradient with dL_Q/dtheta computed by hand
     from a copy taken before the update (same RNG state, so the same target actions)."""
     import copy
 
     torch.manual_seed(0)
-    agent = make_agent(hidden=[32, 32], fused_update=fused)
+    agent = make_agent(hidden=[32, 32], fused_update=fused, backward="autograd")
     ref = copy.deepcopy(agent)
     o, a, r, o2, d = batch()
     grads = []

@@ -1,8 +1,11 @@
 """LLM-written dense reward programs: task view, prompts, static checks, sandbox, checks, store.
 
 ``rewards.build({"kind": "code", ...})`` imports this package lazily (``rewards.base._LAZY``);
-importing it registers the ``code`` kind. The generation loop and its command line live in
-``rewards.code.generate`` and ``rewards.code.cli`` (imported only when used).
+importing it registers the ``code`` kind. The generation loop and its checks-only command line
+(``rewardforge-reward-gen``) live in ``rewards.code.generate``; reflection from training
+statistics in ``rewards.code.reflect``; the failed-episode analyser in ``rewards.code.trajectory``.
+Scoring candidates by short SAC fine-tunes needs the training code, which ``rewards`` never
+imports: that search (``rewardforge-reward-search``) is ``policies.reward_search``.
 """
 
 from rewards.code.prompts import extract_code, first_prompt, refine_prompt

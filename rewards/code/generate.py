@@ -24,10 +24,12 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from rewards.code.checks import CheckReport, CheckSettings, reflection, run_checks
 from rewards.code.prompts import extract_code, first_prompt, refine_prompt
@@ -64,9 +66,33 @@ class Candidate:
     sample: int
     source: str | None
     passed: bool
-    score: float | None
+    score: float | None  # the relabelling score of the checks (no training)
     reasons: list[str]
     report: CheckReport | None = None
+    fine_score: float | None = None  # the scorer's score (e.g. success after a short fine-tune), when one ran
+    feedback: str | None = None  # the scorer's reflection text (training statistics, failed episodes)
+    scored: dict[str, Any] | None = None  # the scorer's details and cost, as stored
+
+
+@dataclass
+class ScoreResult:
+    """What a scorer (``run_loop(scorer=...)``) says about one passing candidate."""
+
+    score: float  # higher is better; ranks the candidates that the scorer scored above those it did not
+    feedback: str = ""  # text for the refine prompt: training statistics, summaries of failed episodes
+    details: dict[str, Any] = field(default_factory=dict)  # stored under the program's scores["finetune"]
+    cost: dict[str, Any] = field(default_factory=dict)  # env_steps, gradient_steps, seconds spent on it
+
+
+# scorer(passing candidates of a round, the task view) -> {candidate id: ScoreResult}; may leave some out.
+# The training code provides one (policies.reward_search.FinetuneScorer); rewards/ never imports it.
+Scorer = Callable[[Sequence[Candidate], TaskView], Mapping[str, ScoreResult]]
+
+
+def rank_key(c: Candidate) -> tuple[int, float, float]:
+    """Order of merit: scored by the scorer first (by its score), then by the relabelling score."""
+    return (c.fine_score is not None, c.fine_score if c.fine_score is not None else -9.0,
+            c.score if c.score is not None else -9.0)
 
 
 @dataclass
@@ -112,9 +138,13 @@ def evaluate_source(source: str, episodes: Sequence[Any], view: TaskView, cfg: G
 
 
 def run_loop(cfg: GenConfig, client: ChatClient, store: ProgramStore, *, episodes: Sequence[Any] | None = None,
-             spec: Any = None, parent: str | None = None, full_run_s: float | None = None) -> LoopResult:
+             spec: Any = None, parent: str | None = None, full_run_s: float | None = None,
+             scorer: Scorer | None = None) -> LoopResult:
     """The whole loop; ``episodes``/``spec`` may be given (tests, reuse), else rolled out here.
-    ``parent``: start by refining this stored program (the ``refine`` command)."""
+    ``parent``: start by refining this stored program (the ``refine`` command).
+    ``scorer``: called once per round on the candidates that passed the checks (e.g. short SAC
+    fine-tunes, ``policies.reward_search``); its score ranks them and its feedback goes into the
+    next round's prompt. Without one, the relabelling score of the checks ranks them."""
     t0 = time.perf_counter()
     if episodes is None or spec is None:
         episodes, spec = logged_rollouts(cfg.task, cfg.episodes, cfg.noise, cfg.seed)
@@ -129,8 +159,11 @@ def run_loop(cfg: GenConfig, client: ChatClient, store: ProgramStore, *, episode
         src = store.source(parent)
         ok, reasons, rep = evaluate_source(src, episodes, view, cfg)
         parent_c = Candidate(parent, 0, 0, src, ok, rep.score if rep else None, reasons, rep)
+        stored = store.meta(parent)
+        parent_c.feedback = stored.get("training_reflection") or (stored.get("scores") or {}).get("feedback")
         best = parent_c if ok else None
-    t_llm = t_check = 0.0
+    t_llm = t_check = t_score = 0.0
+    fine_costs: list[dict[str, Any]] = []
     params = {"temperature": client.temperature, "n": cfg.samples, "max_tokens": client.max_tokens}
     for rnd in range(1, cfg.rounds + 1):
         if parent_c is None:
@@ -138,6 +171,8 @@ def run_loop(cfg: GenConfig, client: ChatClient, store: ProgramStore, *, episode
         else:
             fb = reflection(parent_c.report) if parent_c.report else "Rejected:\n" + "\n".join(
                 f"- {r}" for r in parent_c.reasons)
+            if parent_c.feedback:
+                fb += "\n\n" + parent_c.feedback
             others = [c for c in cands if c.round == rnd - 1 and c is not parent_c and c.reasons]
             if others:
                 fb += "\nOther candidates of the last round were rejected for:\n" + "\n".join(
@@ -173,13 +208,27 @@ def run_loop(cfg: GenConfig, client: ChatClient, store: ProgramStore, *, episode
             cands.append(c)
             log.info("round %d sample %d -> %s passed=%s score=%s %s", rnd, i, pid, ok, c.score, reasons[:1])
         passing = [c for c in round_c if c.passed]
+        if scorer is not None and passing:
+            t3 = time.perf_counter()
+            results = scorer(passing, view)
+            t_score += time.perf_counter() - t3
+            for c in passing:
+                r = results.get(c.id)
+                if r is None:
+                    continue
+                c.fine_score, c.feedback = float(r.score), r.feedback
+                c.scored = {**r.details, "score": float(r.score), "cost": dict(r.cost), "feedback": r.feedback}
+                fine_costs.append(dict(r.cost))
+                meta = store.meta(c.id)
+                store.update(c.id, scores={**(meta.get("scores") or {}), "finetune": c.scored})
+                log.info("round %d: %s scored %.3f by the scorer", rnd, c.id, c.fine_score)
         if passing:
-            top = max(passing, key=lambda c: c.score if c.score is not None else -9)
-            if best is None or (top.score or -9) > (best.score or -9):
+            top = max(passing, key=rank_key)
+            if best is None or rank_key(top) > rank_key(best):
                 best = top
         # refine from the best so far; if nothing passed yet, from the best-scoring candidate that ran
         ran = [c for c in cands if c.report is not None]
-        parent_c = best or (max(ran, key=lambda c: c.score if c.score is not None else -9) if ran else
+        parent_c = best or (max(ran, key=rank_key) if ran else
                             (round_c[0] if round_c else parent_c))
     n_trans = len(episodes) and sum(len(e.batch) for e in episodes)
     sandbox_s = [c.report.seconds for c in cands if c.report is not None]
@@ -188,8 +237,19 @@ def run_loop(cfg: GenConfig, client: ChatClient, store: ProgramStore, *, episode
             if sandbox_s else None, "shared_rollout_seconds": t_roll, "full_run_seconds": full_run_s}
     if full_run_s and sandbox_s:
         cost["ratio_candidate_to_full_run"] = (sum(sandbox_s) / len(sandbox_s)) / full_run_s
+    if fine_costs:  # the scorer's compute per candidate it scored (means), on top of the checks
+        for key in sorted({k for fc in fine_costs for k in fc}):
+            vals = [fc[key] for fc in fine_costs if isinstance(fc.get(key), int | float)]
+            if vals:
+                cost[f"scorer_{key}_per_candidate"] = float(np.mean(vals))
+        cost["env_steps_per_candidate"] = cost.get("scorer_env_steps_per_candidate", 0)
+        cost["gradient_steps_per_candidate"] = cost.get("scorer_gradient_steps_per_candidate", 0)
+        cost["candidates_scored"] = len(fine_costs)
+        if full_run_s and "scorer_seconds_per_candidate" in cost:
+            cost["ratio_scorer_to_full_run"] = cost["scorer_seconds_per_candidate"] / full_run_s
     return LoopResult(cands, best.id if best else None,
-                      {"rollouts": t_roll, "llm": t_llm, "checks": t_check, "total": time.perf_counter() - t0}, cost)
+                      {"rollouts": t_roll, "llm": t_llm, "checks": t_check, "scoring": t_score,
+                       "total": time.perf_counter() - t0}, cost)
 
 
 # ---------------------------------------------------------------------------
@@ -280,7 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         summary = {"best": res.best, "seconds": res.seconds, "cost": res.cost, "config": asdict(cfg),
                    "candidates": [{"id": c.id, "round": c.round, "sample": c.sample, "passed": c.passed,
-                                   "score": c.score, "reasons": c.reasons} for c in res.candidates]}
+                                   "score": c.score, "fine_score": c.fine_score, "reasons": c.reasons}
+                                  for c in res.candidates]}
         Path(args.json).write_text(json.dumps(summary, indent=2, default=str))
     return 0 if res.best else 1
 

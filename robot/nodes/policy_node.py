@@ -7,6 +7,12 @@ each field fresh within ``staleness`` s, all within ``max_skew`` s of each other
 runs the policy at ``control_rate`` and publishes its command to the command gate,
 never to the arm: the gate's safety layer stands between the two.
 
+An image policy (a pixel checkpoint, policies/pixels.py) also reads its cameras from
+``camera/<camera>/image_raw`` (sensor_msgs/Image, sensor-data QoS; ``observation_map`` may
+name other topics), each frame fresh within ``image_staleness`` s; ``cameras`` and
+``image_size`` default to the checkpoint's, and a frame of another size is refused.
+Image policies run at 10 Hz on the Panda tasks (their control rate).
+
 Publishes ``policy/cmd`` (TwistStamped, m/s: action * action scale * control rate;
 stamped with the observation's newest input time), ``policy/gripper`` (Float64),
 ``policy/action`` (Float64MultiArray, the raw normalised action, for the recorder).
@@ -21,12 +27,22 @@ from pathlib import Path
 import numpy as np
 import yaml
 from geometry_msgs.msg import TwistStamped
+from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rclpy.node import Node
+from sensor_msgs.msg import Image
 from std_msgs.msg import Float64, Float64MultiArray
 
 from common.spec import EmbodimentSpec
-from robot.observation import ObservationAssembler, load_sources
-from robot.ros_io import COMMAND_QOS, STATE_QOS, subscribe_sources, to_sec, twist_msg
+from robot.observation import ObservationAssembler, load_sources, with_cameras
+from robot.ros_io import (
+    COMMAND_QOS,
+    IMAGE_QOS,
+    STATE_QOS,
+    image_array,
+    subscribe_sources,
+    to_sec,
+    twist_msg,
+)
 
 
 def robot_spec(task: str, spec_file: str) -> EmbodimentSpec:
@@ -54,16 +70,35 @@ class PolicyNode(Node):
         if not ckpt:
             raise ValueError("parameter checkpoint is required (a .pt file from rewardforge-train)")
         self.spec = robot_spec(p("embodiment_task", "rewardforge/PandaReach-v0").value, p("embodiment_file", "").value)
-        from policies.checkpoint import load_policy
+        import torch
 
-        self.policy = load_policy(ckpt, expect=self.spec)  # SpecMismatchError lists every difference
+        from policies import checkpoint
+        from policies.policy import Policy
+
+        # One intra-op thread: a conv encoder on more threads than free cores makes OpenMP workers
+        # spin and starves this node's message callbacks (measured: commands fell 100+ ms behind).
+        torch.set_num_threads(int(p("torch_threads", 1).value))
+
+        state = checkpoint.load(ckpt)
+        trained_for = EmbodimentSpec.from_dict(state["embodiment"])
+        # Cameras of an image policy: the robot's are named by parameters (default: the checkpoint's).
+        cams = [c for c in p("cameras", [""], ParameterDescriptor(
+            type=ParameterType.PARAMETER_STRING_ARRAY, description="cameras; [''] for the checkpoint's")).value if c]
+        cams = cams or [f.name.removeprefix("image_") for f in trained_for.image_fields]
+        size = int(p("image_size", 0).value) or next((f.shape[0] for f in trained_for.image_fields), 84)
+        if cams:
+            self.spec = with_cameras(self.spec, cams, size)
+        trained_for.require_compatible(self.spec, what=f"checkpoint {ckpt}")  # lists every difference
+        self.policy = Policy.from_checkpoint(state)
+        self.reads_images = self.policy.encoder is not None
         self.control_rate = float(p("control_rate", 0.0).value) or self.spec.control_hz
         self.deterministic = bool(p("deterministic", True).value)
         obs_map = p("observation_map", "").value
         overrides = yaml.safe_load(Path(obs_map).read_text()) if obs_map else None
-        self.sources = load_sources(self.spec, overrides)
+        self.sources = load_sources(self.spec, overrides, images=self.reads_images)
         self.assembler = ObservationAssembler(self.spec, self.sources, float(p("staleness", 0.25).value),
-                                              float(p("max_skew", 0.15).value))
+                                              float(p("max_skew", 0.15).value),
+                                              float(p("image_staleness", 0.3).value))
         self.base_frame = p("base_frame", "base").value
         scale = np.asarray(self.spec.action.scale, float)
         layout = self.spec.action.layout
@@ -72,7 +107,9 @@ class PolicyNode(Node):
         self.yaw_scale = scale[self.yaw_index] * self.control_rate if self.yaw_index is not None else 0.0
 
         self.trigger_topic = p("trigger_topic", "").value
-        topics = subscribe_sources(self, self.sources, self.assembler, self._on_message)
+        state_sources = {k: v for k, v in self.sources.items() if all(s.kind != "image" for s in v)}
+        topics = subscribe_sources(self, state_sources, self.assembler, self._on_message)
+        topics = sorted(topics + self._subscribe_images())
         self.pub_cmd = self.create_publisher(TwistStamped, "policy/cmd", COMMAND_QOS)
         self.pub_grip = self.create_publisher(Float64, "policy/gripper", COMMAND_QOS)
         self.pub_action = self.create_publisher(Float64MultiArray, "policy/action", STATE_QOS)
@@ -88,6 +125,26 @@ class PolicyNode(Node):
         self.latencies: list[float] = []  # seconds from tick start to publish (compute latency)
         self.skipped = 0
         self.get_logger().info(f"{ckpt} on {self.spec.name} at {self.control_rate:g} Hz; inputs: {topics}")
+
+    def _subscribe_images(self) -> list[str]:
+        """Camera topics (best-effort sensor QoS, as camera drivers publish) into the assembler."""
+        topics = []
+        for name, srcs in self.sources.items():
+            for i, src in enumerate(srcs):
+                if src.kind != "image":
+                    continue
+
+                def on_image(msg: Image, name: str = name, i: int = i, topic: str = src.topic) -> None:
+                    try:
+                        self.assembler.put(name, i, image_array(msg), to_sec(msg.header.stamp))
+                    except ValueError as err:  # an encoding we do not read
+                        self.get_logger().warning(f"{topic}: {err}", throttle_duration_sec=2.0)
+                        return
+                    self._on_message(topic)
+
+                self.create_subscription(Image, src.topic, on_image, IMAGE_QOS)
+                topics.append(src.topic)
+        return topics
 
     def now(self) -> float:
         return to_sec(self.get_clock().now().to_msg())
