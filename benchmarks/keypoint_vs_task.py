@@ -26,6 +26,7 @@ import json
 import multiprocessing as mp
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -135,8 +136,9 @@ def main() -> None:
           f"{'budget ' + str(args.steps) if args.steps else 'task budgets'}, {args.jobs} at a time; "
           f"runs in {args.run_root}")
     t0 = time.perf_counter()
-    with mp.get_context("spawn").Pool(args.jobs) as pool:
-        runs = pool.map(_train_one, jobs, chunksize=1)
+    # worker processes that may start env subprocesses (vector_mode=async): not Pool's daemons
+    with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+        runs = list(pool.map(_train_one, jobs))
     wall = time.perf_counter() - t0
 
     rows = []

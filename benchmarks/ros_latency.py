@@ -197,7 +197,7 @@ def image_mode(seconds: float, rate: float, size: int) -> None:
     print(f"policy node, DrQ image policy (front camera {size} px + state, random weights), {rate:g} Hz, "
           f"sim robot state at 100 Hz, camera at 10 Hz, {os.cpu_count()} CPUs")
     print("camera 'replay': a fixed frame published at 10 Hz by the benchmark; 'sim': rendered by the sim robot "
-          "on its control thread (its render time stalls its state and counts as input age)")
+          "on its camera thread from a state snapshot (render time counts as input age)")
     print_table(runs)
     print(f"policy alone (one observation -> action, 1 thread): p50 {compute['p50']:.2f} ms, p99 {compute['p99']:.2f} ms")
     out = ROOT / "benchmarks" / "results" / "ros_latency_image.json"

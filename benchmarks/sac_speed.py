@@ -60,7 +60,20 @@ OURS = {
     "ours bf16 1 thread + env overlap": ["agent.precision=bf16", *OVERLAP],
     # the same with autograd instead of the hand-written gradients (policies/fused.py)
     "ours bf16 1 thread + env overlap, autograd": ["agent.precision=bf16", *OVERLAP, "agent.backward=autograd"],
+    # ... and the learner pinned to one CPU, the env worker to the other
+    "ours bf16 1 thread + env overlap, pinned": ["agent.precision=bf16", *OVERLAP, "pin_cpus=true"],
 }
+
+
+def fresh(fn, *args):
+    """``fn(*args)`` in a new process: every learner starts from the same state (thread pools,
+    allocator, CPU affinity), whatever ran before it in this script."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    # (not multiprocessing.Pool: its workers are daemons, which may not start env subprocesses)
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
 
 
 def ours(task: str, steps: int, warmup: int, seed: int, overrides: list[str]) -> dict:
@@ -122,6 +135,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", nargs="*", default=None, metavar="NAME",
                     help="run only our variants whose name contains one of these words (SB3 always runs)")
+    ap.add_argument("--tag", default="", help="suffix of the results file (a repeat keeps the full table)")
     args = ap.parse_args()
 
     print(f"SAC wall-clock on {args.task}: {args.steps} env steps ({args.warmup} random warm-up), "
@@ -131,20 +145,20 @@ def main() -> None:
     for name, overrides in OURS.items():
         if args.only and not any(w in name for w in args.only):
             continue
-        runs[name] = ours(args.task, args.steps, args.warmup, args.seed, overrides)
+        runs[name] = fresh(ours, args.task, args.steps, args.warmup, args.seed, overrides)
         print(f"  {name}: {runs[name]['learn_steps_per_s']:.1f} steps/s", flush=True)
     sb3_default = f"sb3 default ({DEFAULT_THREADS} threads)"
-    runs[sb3_default] = sb3(args.task, args.steps, args.warmup, args.seed, threads=None)
-    runs["sb3 1 thread"] = sb3(args.task, args.steps, args.warmup, args.seed, threads=1)
+    runs[sb3_default] = fresh(sb3, args.task, args.steps, args.warmup, args.seed, None)
+    runs["sb3 1 thread"] = fresh(sb3, args.task, args.steps, args.warmup, args.seed, 1)
 
     peer = runs[sb3_default]["learn_steps_per_s"]
-    print(f"{'learner':<32}{'steps/s (learning)':>20}{'ms/step':>10}{'x SB3 default':>15}")
+    print(f"{'learner':<46}{'steps/s (learning)':>20}{'ms/step':>10}{'x SB3 default':>15}")
     for name, r in runs.items():
         sps = r["learn_steps_per_s"]
         r["ratio_vs_sb3_default"] = sps / peer
-        print(f"{name:<32}{sps:>20.1f}{1000 / sps:>10.2f}{sps / peer:>15.2f}")
+        print(f"{name:<46}{sps:>20.1f}{1000 / sps:>10.2f}{sps / peer:>15.2f}")
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"sac_speed_{args.task}.json"
+    out = RESULTS / f"sac_speed_{args.task}{'_' + args.tag if args.tag else ''}.json"
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")
 

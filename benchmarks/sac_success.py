@@ -17,6 +17,7 @@ import argparse
 import json
 import multiprocessing as mp
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -91,8 +92,9 @@ def main() -> None:
     if args.summarize:  # aggregate finished runs in run_root, no training
         runs = [_read_run(Path(run_root) / f"seed{s}", s) for s in args.seeds]
     else:
-        with mp.get_context("spawn").Pool(args.jobs) as pool:
-            runs = pool.map(_train_one, jobs)
+        # worker processes that may start env subprocesses (vector_mode=async): not Pool's daemons
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+            runs = list(pool.map(_train_one, jobs))
     wall = time.perf_counter() - t
 
     steps = sorted({s for r in runs for s, _, _ in r["eval_curve"]})

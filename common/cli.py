@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -59,3 +60,40 @@ def compose(config_dir: str, config_name: str, overrides: Sequence[str] = (), **
         GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=list(overrides), **kwargs)
+
+
+def hydra_command(config_dir: str, config_name: str, app: Any, check: Any, errors: tuple[type[Exception], ...]) -> None:
+    """Run ``app(cfg)`` as a Hydra command: unknown ``key=value`` overrides (``check``) and config
+    errors (``errors``) end with one line ``config error: ...`` and exit status 2, not a traceback."""
+    import sys
+
+    def guarded(cfg: DictConfig) -> None:
+        try:
+            app(cfg)
+        except errors as err:
+            print(f"config error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    try:
+        check([a for a in sys.argv[1:] if "=" in a and not a.startswith("-")])
+    except errors as err:
+        print(f"config error: {err}", file=sys.stderr)
+        sys.exit(2)
+    import hydra
+
+    hydra.main(config_path=config_dir, config_name=config_name, version_base="1.3")(guarded)()
+
+
+def output_dir(configured: str | None, fallback: str) -> Path:
+    """``configured``, else Hydra's run directory inside a Hydra app, else ``runs/<fallback>/<time>``
+    (a command composed in code)."""
+    import time
+
+    if configured is not None:
+        return Path(configured)
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:  # not inside a Hydra app
+        return Path("runs") / fallback / time.strftime("%Y-%m-%d_%H-%M-%S")

@@ -119,6 +119,9 @@ class TrainConfig:
     # Step the env while the gradient update runs. With vector_mode=async the env runs in
     # its own process, truly in parallel (measured in benchmarks/sac_speed.py).
     overlap_env_step: bool = False
+    # Pin this process to one CPU and async env workers to the others (fewer cache and scheduler
+    # collisions). Off by default: two pinned runs on one machine would share the same first CPU.
+    pin_cpus: bool = False
     eval_every: int = 10_000  # env steps between evaluations (0: only at the end)
     eval_episodes: int = 10  # deterministic-policy episodes per evaluation
     checkpoint_every: int = 10_000  # env steps between checkpoints + resumable state (0: end only)

@@ -71,6 +71,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from common.cli import hydra_command, output_dir
 from common.spec import EmbodimentSpec, flatten_state
 from policies.config import CONFIG_DIR, ConfigError
 from rewards.base import Transitions
@@ -106,23 +107,6 @@ class LLMSettings:
 class RolloutSettings:
     episodes: int = 2
     noise: list[float] = field(default_factory=lambda: [0.3])
-
-
-@dataclass
-class ChecksSchema:
-    max_abs: float = 100.0
-    min_std: float = 1e-4
-    min_spearman: float = 0.1
-    require_expert_above_random: bool = True
-
-
-@dataclass
-class SandboxSchema:
-    cpu_s: float = 10.0
-    wall_s: float = 20.0
-    memory_mb: int = 2048
-    cpu_total_s: int = 3600
-    start_s: float = 30.0
 
 
 @dataclass
@@ -177,8 +161,8 @@ class SearchConfig:
     progress: bool = False
     llm: LLMSettings = field(default_factory=LLMSettings)
     rollouts: RolloutSettings = field(default_factory=RolloutSettings)
-    checks: ChecksSchema = field(default_factory=ChecksSchema)
-    sandbox: SandboxSchema = field(default_factory=SandboxSchema)
+    checks: CheckSettings = field(default_factory=CheckSettings)  # the checks' own dataclass is the schema
+    sandbox: SandboxLimits = field(default_factory=SandboxLimits)
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
     full_run: FullRunSettings = field(default_factory=FullRunSettings)
     analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
@@ -568,17 +552,6 @@ def _client(cfg: DictConfig) -> Any:
         raise ConfigError(f"llm: {err}") from err
 
 
-def _output_dir(cfg: DictConfig) -> Path:
-    if cfg.output_dir is not None:
-        return Path(cfg.output_dir)
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return Path(HydraConfig.get().runtime.output_dir)
-    except ValueError:
-        return Path("runs") / "reward_search" / f"{cfg.train_task}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
-
-
 def cost_summary(res: LoopResult, scorer: FinetuneScorer | None, full: Mapping[str, Any] | None,
                  budget: Mapping[str, Any]) -> dict[str, Any]:
     """Compute per fine-tuned candidate against one full run (measured or extrapolated)."""
@@ -607,7 +580,7 @@ def cost_summary(res: LoopResult, scorer: FinetuneScorer | None, full: Mapping[s
 def search(cfg: DictConfig) -> dict[str, Any]:
     """The whole command: rollouts, the loop with fine-tune scoring, the full run, a summary JSON."""
     validate(cfg)
-    out_dir = _output_dir(cfg)
+    out_dir = output_dir(cfg.output_dir, f"reward_search/{cfg.train_task}")
     out_dir.mkdir(parents=True, exist_ok=True)
     store = ProgramStore(cfg.store)
     base = train_config(cfg)
@@ -686,11 +659,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
 
 def _app(cfg: DictConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        summary = search(cfg)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        sys.exit(2)
+    summary = search(cfg)
     print(format_summary(summary))
     if not summary["best"]:
         sys.exit(1)
@@ -698,14 +667,7 @@ def _app(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console entry point ``rewardforge-reward-search``: Hydra overrides on the command line."""
-    try:
-        check_overrides([a for a in sys.argv[1:] if "=" in a and not a.startswith("-")])
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        sys.exit(2)
-    import hydra
-
-    hydra.main(config_path=CONFIG_DIR, config_name="reward_search", version_base="1.3")(_app)()
+    hydra_command(CONFIG_DIR, "reward_search", _app, check_overrides, (ConfigError,))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import functools
 import json
 import logging
 import os
-import sys
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +32,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from common.cli import hydra_command
 from common.spec import EmbodimentSpec, flatten_state
 from policies import checkpoint, outputs
 from policies.config import CONFIG_DIR, ConfigError, check_overrides, compose, validate
@@ -240,6 +240,8 @@ class Trainer:
             self.agent = SAC(obs_dim, act_dim, cfg.agent, self.device)
         self._agent_hp = self.agent.cfg  # plain attributes (no DictConfig lookups in the loop)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="env") if cfg.overlap_env_step else None
+        if cfg.pin_cpus:
+            _pin_cpus(self.envs)
         self.buffer = ReplayBuffer(cfg.agent.buffer_size, obs_dim, act_dim, cfg.num_envs, seed=cfg.seed,
                                    image_shapes=self.pixel_obs.image_shapes if self.pixel_obs else None)
         self.demo_buffer: ReplayBuffer | None = None
@@ -574,6 +576,16 @@ class Trainer:
         self.eval_env.close()
 
 
+def _pin_cpus(envs: gym.vector.VectorEnv) -> None:
+    """This process on the first allowed CPU, async env workers on the others (all on it if it is the only one)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, cpus[:1])
+    for proc in getattr(envs, "processes", []):
+        os.sched_setaffinity(proc.pid, cpus[1:] or cpus)
+    log.info("pinned the learner to CPU %d and %d env worker(s) to %s", cpus[0],
+             len(getattr(envs, "processes", [])), cpus[1:] or cpus)
+
+
 def _executed(action: np.ndarray, info: dict[str, Any], done: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The actions the envs ran and which envs the scripted person drove this step (vector-env
     info of sim/intervention.py; an env that just ended reports them in ``final_info``)."""
@@ -622,22 +634,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _app(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run(cfg)
 
 
 def main() -> None:
-    try:
-        check_overrides([a for a in sys.argv[1:] if "=" in a and not a.startswith("-")])
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        sys.exit(2)
-    import hydra
-
-    hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")(_app)()
+    """Console entry point ``rewardforge-train``: Hydra overrides on the command line."""
+    hydra_command(CONFIG_DIR, "train", _app, check_overrides, (ConfigError,))
 
 
 if __name__ == "__main__":

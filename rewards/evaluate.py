@@ -30,7 +30,6 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from common.atomic import atomic_open
+from common.cli import hydra_command, output_dir
 from rewards.base import (
     RewardConfigError,
     RewardOutput,
@@ -638,17 +638,6 @@ def make_env(cfg: DictConfig, term: RewardTerm) -> Any:
         raise EvalConfigError(f"task.env_id={cfg.task.env_id!r}: {err}") from err
 
 
-def _output_dir(cfg: DictConfig) -> Path:
-    if cfg.output_dir is not None:
-        return Path(cfg.output_dir)
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return Path(HydraConfig.get().runtime.output_dir)
-    except ValueError:  # not inside a Hydra app (run(compose(...)))
-        return Path("runs") / "reward_eval" / time.strftime("%Y-%m-%d_%H-%M-%S")
-
-
 def _jsonable(x: Any) -> Any:
     """NaN/inf become null (JSON has no NaN); numpy scalars become Python numbers."""
     if isinstance(x, dict):
@@ -720,7 +709,7 @@ def run(cfg: DictConfig, term: RewardTerm | None = None) -> dict[str, Any]:
         "episode_steps": int(max(len(ep.batch) for ep in episodes)), **report,
         "monitor_diagnostics": [list(d) for d in monitor.diagnostics()],
     }
-    out_dir = _output_dir(cfg)
+    out_dir = output_dir(cfg.output_dir, "reward_eval")
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = []
     if cfg.plots:
@@ -738,11 +727,7 @@ def run(cfg: DictConfig, term: RewardTerm | None = None) -> dict[str, Any]:
 
 
 def _app(cfg: DictConfig) -> None:
-    try:
-        report = run(cfg)
-    except RewardConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        sys.exit(2)
+    report = run(cfg)
     print(f"\n{report['task']}, reward {report['term']!r}, {report['episodes_per_policy']} episodes per policy type")
     print(format_table(report))
     mon = report.get("monitor") or {}
@@ -755,14 +740,7 @@ def _app(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console entry point ``rewardforge-reward-eval``: Hydra overrides on the command line."""
-    try:
-        check_overrides([a for a in sys.argv[1:] if "=" in a and not a.startswith("-")])
-    except RewardConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        sys.exit(2)
-    import hydra
-
-    hydra.main(config_path=CONFIG_DIR, config_name="reward_eval", version_base="1.3")(_app)()
+    hydra_command(CONFIG_DIR, "reward_eval", _app, check_overrides, (RewardConfigError,))
 
 
 __all__ = [

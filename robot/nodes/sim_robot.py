@@ -26,6 +26,7 @@ A twist moves the operational-space target by v * dt each tick; with no twist fo
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped, TwistStamped
@@ -103,6 +104,15 @@ class SimRobotNode(Node):
         self.pub_clock = None if self.real_time else pub(Clock, "/clock", 10)
         self.next_frame = 0.0
         self.ticks = 0
+        # Cameras render on a thread of their own, from a snapshot of the state: a frame takes tens of
+        # milliseconds on a CPU (llvmpipe), which on this thread would delay every state message.
+        self._snapshot: tuple[float, dict[str, np.ndarray]] | None = None
+        self._frame_ready = threading.Condition()
+        self._stopping = False
+        self._camera_thread = None
+        if self.cameras:
+            self._camera_thread = threading.Thread(target=self._camera_loop, name="cameras", daemon=True)
+            self._camera_thread.start()
         period = 1.0 / self.rate if self.real_time else 0.0
         self.timer = self.create_timer(period, self._tick)
         self.get_logger().info(
@@ -194,11 +204,37 @@ class SimRobotNode(Node):
         self.pub_progress.publish(Float64(data=float(progress)))
         if self.cameras and t >= self.next_frame:
             self.next_frame = t + 1.0 / self.camera_rate
+            state = {k: getattr(d, k).copy() for k in ("qpos", "qvel", "mocap_pos", "mocap_quat")}
+            with self._frame_ready:  # the newest state wins if the camera thread is still busy
+                self._snapshot = (t, state)
+                self._frame_ready.notify()
+
+    def _camera_loop(self) -> None:
+        """Render each snapshot into a private MjData (the physics thread keeps stepping the real one)
+        and publish the frames stamped with the snapshot's time."""
+        import mujoco
+
+        arm = self.arm
+        data = mujoco.MjData(arm.model)
+        renderer = arm.make_renderer(self.image_size, self.image_size)
+        while True:
+            with self._frame_ready:
+                while self._snapshot is None and not self._stopping:
+                    self._frame_ready.wait()
+                if self._stopping:
+                    break
+                t, state = self._snapshot
+                self._snapshot = None
+            for k, v in state.items():
+                getattr(data, k)[:] = v
+            mujoco.mj_forward(arm.model, data)
             for cam in self.cameras:
-                frame = arm.render_frame(cam, self.image_size, self.image_size)
+                renderer.update_scene(data, camera=cam)
+                frame = renderer.render().copy()
                 self.pub_images[cam].publish(image_msg(frame, f"{cam}_optical_frame", t))
                 self.pub_info[cam].publish(camera_info_msg(self.image_size, self.image_size, arm.camera_fovy(cam),
                                                            f"{cam}_optical_frame", t))
+        renderer.close()
 
     def _pose(self, topic: str, position: np.ndarray, quat: tuple, t: float) -> None:
         pub = self.pub_poses.get(topic)
@@ -207,6 +243,11 @@ class SimRobotNode(Node):
         pub.publish(pose_msg(position, quat, self.base_frame, t))
 
     def destroy_node(self) -> None:
+        if self._camera_thread is not None:
+            with self._frame_ready:
+                self._stopping = True
+                self._frame_ready.notify()
+            self._camera_thread.join(timeout=5.0)
         self.env.close()
         super().destroy_node()
 

@@ -409,6 +409,19 @@ class PandaEnv(gym.Env):
         """An RGB frame (uint8) from a named camera, e.g. for a ROS image topic."""
         return self._render(camera, height, width)
 
+    def make_renderer(self, height: int, width: int) -> mujoco.Renderer:
+        """A renderer with this env's settings (no shadows, reflections or skybox). Its GL context
+        belongs to the calling thread: a thread that renders makes its own."""
+        before_gl_context()
+        r = mujoco.Renderer(self.model, height=height, width=width)
+        for flag in (
+            mujoco.mjtRndFlag.mjRND_SHADOW,
+            mujoco.mjtRndFlag.mjRND_REFLECTION,
+            mujoco.mjtRndFlag.mjRND_SKYBOX,
+        ):
+            r.scene.flags[flag] = False
+        return r
+
     def camera_fovy(self, camera: str) -> float:
         return float(self.model.cam_fovy[self.model.camera(camera).id])
 
@@ -425,15 +438,7 @@ class PandaEnv(gym.Env):
         key = (height, width)
         r = self._renderers.get(key)
         if r is None:
-            before_gl_context()
-            r = mujoco.Renderer(self.model, height=height, width=width)
-            for flag in (
-                mujoco.mjtRndFlag.mjRND_SHADOW,
-                mujoco.mjtRndFlag.mjRND_REFLECTION,
-                mujoco.mjtRndFlag.mjRND_SKYBOX,
-            ):
-                r.scene.flags[flag] = False
-            self._renderers[key] = r
+            r = self._renderers[key] = self.make_renderer(height, width)
         r.update_scene(self.data, camera=camera)
         return r.render().copy()
 
