@@ -441,8 +441,7 @@ class Trainer:
                             real_next_obs[k][i] = info["final_obs"][i][k]
                         if progress is not None and "progress" in info["final_info"]:
                             progress[i] = info["final_info"]["progress"][i]
-            taken = np.zeros(E, bool)
-            if "intervention" in info or "final_info" in info:  # store what ran, not what the policy asked
+            if cfg.intervention.enabled:  # store what ran, not what the policy asked
                 action, taken = _executed(action, info, done)
                 ep_taken += taken
                 if self.to_demos and taken.any():
