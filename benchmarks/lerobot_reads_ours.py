@@ -6,6 +6,9 @@ environment and this script talks to it through a subprocess:
     uv venv /tmp/lerobot-venv --python 3.11
     uv pip install --python /tmp/lerobot-venv/bin/python lerobot
     uv run --frozen python benchmarks/lerobot_reads_ours.py --lerobot-python /tmp/lerobot-venv/bin/python
+    # a dataset the sim recorder wrote (camera included):
+    uv run --frozen rewardforge-record task=panda_pick_place episodes=3 cameras=[front] image_size=64 out=/tmp/pp
+    uv run --frozen python benchmarks/lerobot_reads_ours.py --lerobot-python /tmp/lerobot-venv/bin/python --dataset /tmp/pp
 
 It writes a small dataset with :class:`common.episodes.DatasetWriter` (3 episodes,
 a 2-D keypoint field, one 24x32 camera, final observations), then in the lerobot
@@ -40,18 +43,22 @@ try:
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 except ImportError:
     from lerobot.common.datasets.lerobot_dataset import LeRobotDataset
-ds = LeRobotDataset("rewardforge/lerobot_reads_ours", root=root)
+# video_backend="pyav": lerobot's default decoder (torchcodec) needs the system's FFmpeg shared
+# libraries, which a bare machine lacks; PyAV bundles its own. Both decode the same mp4.
+ds = LeRobotDataset("rewardforge/lerobot_reads_ours", root=root, video_backend=sys.argv[2])
+cams = [k for k, f in ds.meta.features.items() if f["dtype"] == "video"]
 out = {"version": __import__("lerobot").__version__ if hasattr(__import__("lerobot"), "__version__") else "?",
        "num_frames": len(ds), "num_episodes": ds.num_episodes, "state": [], "action": [], "reward": [],
-       "episode_index": [], "frames": []}
+       "episode_index": [], "frames": {c: [] for c in cams}}
 for i in range(len(ds)):
     item = ds[i]
     out["state"].append(item["observation.state"].numpy().tolist())
     out["action"].append(item["action"].numpy().tolist())
     out["reward"].append(float(item["next.reward"]))
     out["episode_index"].append(int(item["episode_index"]))
-    img = item["observation.images.front"].numpy()  # (C, H, W) float in [0, 1]
-    out["frames"].append((np.transpose(img, (1, 2, 0)) * 255).round().astype(int).tolist())
+    for c in cams:
+        img = item[c].numpy()  # (C, H, W) float in [0, 1]
+        out["frames"][c].append((np.transpose(img, (1, 2, 0)) * 255).round().astype(int).tolist())
 print(json.dumps(out))
 """
 
@@ -84,20 +91,28 @@ def write_dataset(root: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lerobot-python", help="python of an environment with lerobot installed")
+    parser.add_argument("--video-backend", default="pyav", choices=["pyav", "torchcodec"],
+                        help="lerobot's video decoder (torchcodec needs the system's FFmpeg libraries)")
     parser.add_argument("--root", help="where to write the dataset (default: a temporary directory)")
+    parser.add_argument("--dataset", help="check this existing dataset instead of writing the toy one "
+                                          "(e.g. one recorded by rewardforge-record with cameras=[front])")
     args = parser.parse_args()
-    root = Path(args.root or tempfile.mkdtemp(prefix="rf_lerobot_")) / "ds"
-    write_dataset(root)
-    print(f"wrote {root}")
+    if args.dataset:
+        root = Path(args.dataset)
+    else:
+        root = Path(args.root or tempfile.mkdtemp(prefix="rf_lerobot_")) / "ds"
+        write_dataset(root)
+        print(f"wrote {root}")
     if not args.lerobot_python:
         print("no --lerobot-python given: not checked with lerobot")
         return
 
     from common.episodes import Dataset
 
-    proc = subprocess.run([args.lerobot_python, "-c", _LEROBOT_SNIPPET, str(root)], capture_output=True, text=True,
-                          timeout=600)
-    result: dict = {"root": str(root), "loaded": proc.returncode == 0}
+    proc = subprocess.run([args.lerobot_python, "-c", _LEROBOT_SNIPPET, str(root), args.video_backend],
+                          capture_output=True, text=True, timeout=600)
+    result: dict = {"root": str(root), "toy_dataset": not args.dataset, "video_backend": args.video_backend,
+                    "loaded": proc.returncode == 0}
     problems: list[str] = []
     if proc.returncode != 0:
         problems.append("lerobot failed to load the dataset:\n" + proc.stderr[-3000:])
@@ -108,14 +123,16 @@ def main() -> None:
         state = np.concatenate([e["observation.state"] for e in eps])
         action = np.concatenate([e["action"] for e in eps])
         reward = np.concatenate([e["next.reward"] for e in eps])
-        frames = np.concatenate([e["observation.images.front"] for e in eps]).astype(int)
-        lr_frames = np.asarray(got["frames"])
+        cams = sorted(got["frames"])
         result.update({
             "lerobot_version": got["version"], "frames": got["num_frames"], "episodes": got["num_episodes"],
             "state_max_abs_diff": float(np.abs(np.asarray(got["state"]) - state).max()),
             "action_max_abs_diff": float(np.abs(np.asarray(got["action"]) - action).max()),
             "reward_max_abs_diff": float(np.abs(np.asarray(got["reward"]) - reward).max()),
-            "image_mean_abs_diff_vs_our_decoder": float(np.abs(lr_frames - frames).mean()),
+            "cameras": cams,
+            "image_mean_abs_diff_vs_our_decoder": max(
+                (float(np.abs(np.asarray(got["frames"][c]) - np.concatenate([e[c] for e in eps]).astype(int)).mean())
+                 for c in cams), default=0.0),
         })
         if got["num_frames"] != ours.num_frames or got["num_episodes"] != ours.num_episodes:
             problems.append(f"lerobot sees {got['num_frames']} frames / {got['num_episodes']} episodes, "
@@ -128,7 +145,7 @@ def main() -> None:
         if result["image_mean_abs_diff_vs_our_decoder"] > 2.0:
             problems.append(f"decoded frames differ by {result['image_mean_abs_diff_vs_our_decoder']:.2f} grey levels")
     result["problems"] = problems
-    out = REPO / "benchmarks" / "results" / "lerobot_reads_ours.json"
+    out = REPO / "benchmarks" / "results" / f"lerobot_reads_ours{'' if not args.dataset else '_' + root.name}.json"
     out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     sys.exit(1 if problems else 0)
