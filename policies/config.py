@@ -216,8 +216,6 @@ def validate(cfg: DictConfig) -> None:
         if a.encoder == "resnet18" and not (a.encoder_weights and Path(a.encoder_weights).is_file()):
             _fail("agent.encoder_weights", a.encoder_weights, "encoder=resnet18 needs an existing local file with a "
                   "torchvision resnet18 state dict (nothing is downloaded)")
-        if cfg.demos:
-            _fail("demos", cfg.demos, "demonstrations are not yet supported with a pixel agent (agent.cameras set)")
     if cfg.vector_mode not in ("sync", "async"):
         _fail("vector_mode", cfg.vector_mode, "allowed values: sync, async")
     dev = cfg.device

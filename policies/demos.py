@@ -5,6 +5,11 @@ recorded interventions) fills an offline buffer; each training batch then takes
 ``demo_ratio`` of its transitions from it and the rest from the online buffer (RLPD and
 HIL-SERL use half and half). Demo rewards are the stored ones, or, when the run trains on a
 reward term, re-scored by that term (so demos and online data share one reward).
+
+A pixel agent (``agent=drq``) reads the recorded camera frames: the dataset must have been
+recorded with the agent's cameras at its image size (``rewardforge-record cameras=[front]
+image_size=84``), which the spec check enforces, and its buffer stores state and images like the
+online one.
 """
 
 from __future__ import annotations
@@ -18,15 +23,19 @@ from policies.replay import ReplayBuffer
 
 
 def load_demo_buffer(path: str, spec: EmbodimentSpec, term: Any = None, scale: float = 1.0,
-                     seed: int = 0, extra_capacity: int = 0) -> tuple[ReplayBuffer, dict[str, Any]]:
+                     seed: int = 0, extra_capacity: int = 0,
+                     pixel_obs: Any = None) -> tuple[ReplayBuffer, dict[str, Any]]:
     """An offline buffer with every transition of the dataset at ``path`` and room for
     ``extra_capacity`` more (interventions added during training); refuses a dataset recorded
-    for another embodiment (listing the differences)."""
+    for another embodiment (listing the differences). ``pixel_obs`` (a
+    :class:`policies.pixels.PixelObs`): store what a pixel agent reads, images included."""
     from common.episodes import Dataset
 
     ds = Dataset(path)
     ds.spec.require_compatible(spec, what=f"demonstration dataset {path}")
     cams = [k.removeprefix("image_") for k in getattr(term, "requires", ()) if k.startswith("image_")]
+    if pixel_obs is not None:
+        cams = list(dict.fromkeys([*cams, *(n.removeprefix("image_") for n in pixel_obs.image_names)]))
     tr = ds.transitions(images=cams or False)
     n = len(tr["reward"])
     if n == 0:
@@ -39,10 +48,20 @@ def load_demo_buffer(path: str, spec: EmbodimentSpec, term: Any = None, scale: f
                             success=tr["success"], episode_step=tr["frame_index"])
         reward = relabel(term, batch).reward
         term.train_mode(True)  # relabel froze running statistics; training updates them again
-    buf = ReplayBuffer(n + int(extra_capacity), spec.state_dim, spec.action.dim, num_envs=1, seed=seed + 7)
+    if pixel_obs is None:
+        obs, next_obs = tr["state"], tr["next_state"]
+        buf = ReplayBuffer(n + int(extra_capacity), spec.state_dim, spec.action.dim, num_envs=1, seed=seed + 7)
+    else:
+        obs, next_obs = pixel_obs(tr["obs"]), pixel_obs(tr["next_obs"])
+        buf = ReplayBuffer(n + int(extra_capacity), pixel_obs.state_dim, spec.action.dim, num_envs=1, seed=seed + 7,
+                           image_shapes=pixel_obs.image_shapes)
+
+    def row(x: Any, k: int) -> Any:
+        return {f: v[k][None] for f, v in x.items()} if isinstance(x, dict) else x[k][None]
+
     for k in range(n):  # in time order: episode ends make n-step returns stop at boundaries
-        buf.add(tr["state"][k][None], tr["action"][k][None], np.float32([reward[k] * scale]),
-                tr["next_state"][k][None], tr["terminated"][k][None], tr["truncated"][k][None])
+        buf.add(row(obs, k), tr["action"][k][None], np.float32([reward[k] * scale]),
+                row(next_obs, k), tr["terminated"][k][None], tr["truncated"][k][None])
     info = {"episodes": ds.num_episodes, "transitions": n, "interventions": int(np.sum(tr["intervention"])),
             "success_rate": float(np.mean([bool(e["success"]) for e in ds.episodes])) if ds.episodes else 0.0}
     return buf, info

@@ -251,7 +251,8 @@ class Trainer:
             try:
                 self.demo_buffer, demo_info = load_demo_buffer(
                     cfg.demos, self.spec, self.reward_term, cfg.reward.scale, cfg.seed,
-                    extra_capacity=cfg.intervention.demo_buffer_size if cfg.intervention.enabled else 0)
+                    extra_capacity=cfg.intervention.demo_buffer_size if cfg.intervention.enabled else 0,
+                    pixel_obs=self.pixel_obs)
             except (FileNotFoundError, SpecMismatchError, ValueError) as err:
                 raise ConfigError(f"demos={cfg.demos}: {err}") from err
             log.info("demonstrations: %s (%d%% of each batch)", demo_info, round(100 * cfg.demo_ratio))
@@ -527,9 +528,8 @@ class Trainer:
         """Behaviour cloning on the demonstrations before RL (the actor starts near the demonstrator)."""
         B = self._agent_hp.batch_size
         for k in tqdm(range(steps), desc="BC pretraining", disable=not self.cfg.progress, unit="step"):
-            batch = self.demo_buffer.sample(B)
-            loss = self.agent.bc_update(torch.from_numpy(batch["obs"]).to(self.device),
-                                        torch.from_numpy(batch["action"]).to(self.device))
+            t = {k: torch.from_numpy(v).to(self.device) for k, v in self.demo_buffer.sample(B).items()}
+            loss = self.agent.bc_update(self._obs_slice(t, "obs", slice(None)), t["action"])
             if k % 100 == 0 or k == steps - 1:
                 self.bc_losses.append(float(loss))
         self.record({"step": 0, "kind": "bc", "bc_steps": steps, "bc_loss": self.bc_losses[-1]})

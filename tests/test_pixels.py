@@ -186,3 +186,39 @@ def test_tiny_drq_run_on_panda_reach_and_the_policy_acts_on_images(tmp_path):
     with pytest.raises(ValueError, match="image_front"):
         load_policy(result["checkpoint"], expect=state_only.unwrapped.embodiment)
     state_only.close()
+
+
+def test_drq_learns_from_recorded_pixel_demonstrations(tmp_path):
+    """RLPD / HIL-SERL from pixels: recorded camera frames fill the demonstration buffer, half of each
+    batch comes from it, BC pretraining reads the images; a recording at another image size is refused."""
+    from common.episodes import Dataset
+    from policies.config import ConfigError
+    from policies.train import Trainer
+    from sim import record as R
+
+    def rec(out, size):
+        cfg, choice = R.compose(["task=panda_reach", "episodes=2", "task.max_episode_steps=8", "cameras=[front]",
+                                 f"image_size={size}", f"out={out}", "progress=false"])
+        R.record(cfg, choice)
+
+    rec(tmp_path / "demos", 32)
+    base = ["task=panda_reach", "agent=drq", "task.max_episode_steps=8", "total_steps=24", "warmup_steps=16",
+            "eval_every=0", "eval_episodes=1", "checkpoint_every=0", "progress=false", "video=false",
+            "agent.image_size=32", "agent.hidden=[32,32]", "agent.batch_size=8", "agent.feature_dim=16",
+            "agent.buffer_size=200", "bc_steps=30", "demo_ratio=0.5"]
+    trainer = Trainer(compose([*base, f"run_dir={tmp_path / 'run'}", f"demos={tmp_path / 'demos'}"]))
+    try:
+        demo = trainer.demo_buffer
+        assert len(demo) == 16 and set(demo.image_shapes) == {"image_front"}
+        frames = Dataset(tmp_path / "demos").episode(0, images=True)["observation.images.front"]
+        np.testing.assert_array_equal(demo.images["image_front"][:8, 0], frames)  # the recorded frames, in order
+        assert demo.images["image_front"][:16].std() > 0
+        trainer.train()
+        assert trainer.bc_losses[-1] < trainer.bc_losses[0]  # BC read the demo images and learned
+        assert trainer.num_updates > 0
+    finally:
+        trainer.close()
+
+    rec(tmp_path / "demos48", 48)
+    with pytest.raises(ConfigError, match=r"demos=.*image_front.*shape"):
+        Trainer(compose([*base, f"run_dir={tmp_path / 'run2'}", f"demos={tmp_path / 'demos48'}"]))
