@@ -25,7 +25,7 @@ Wire format (version 1). Every message is a ZeroMQ multipart message; no frame i
       frame 0   UTF-8 JSON header: {"format": "rewardforge.transitions/1", "actor": str, "seq": int,
                 "policy_version": int (-1: random warm-up actions), "embodiment": spec name,
                 "episodes": [{"env": e, "t": row, "return": float, "length": int, "success": bool}]
-                (episodes that ended at row t of this chunk; "env" optional),
+                (episodes that ended at row t of this chunk; "env" and "intervention_steps" optional),
                 "arrays": [{"name": str, "dtype": "<f4" | "|b1", "shape": [T, E, ...]}, ...]}
       frame 1+  one raw C-order buffer per entry of "arrays", in that order
 
@@ -34,6 +34,10 @@ Wire format (version 1). Every message is a ZeroMQ multipart message; no frame i
   ``terminated`` and ``truncated`` (T, E) |b1. T steps in time order of E parallel envs; D and A are
   the embodiment's flat state and action sizes (``common.spec.flatten_state``). A ROS policy node
   sends E = 1 and a chunk of its last T control steps, exactly like a simulated actor.
+  Optional: ``intervention`` (T, E) |b1, true where a person drove the robot (``action`` is then
+  the person's executed command). Absent means no intervention anywhere in the chunk. With the
+  learner's ``intervention.to_demos`` (and ``intervention.enabled``) those steps also go to its
+  demonstration buffer (HIL-SERL: both sides of the batch), as in the single-process loop.
 
 * Learner -> actors, PUB -> SUB (``tcp://host:weights_port``), two topics:
 
@@ -286,6 +290,10 @@ def check_transitions(arrays: Mapping[str, np.ndarray], obs_dim: int, act_dim: i
     for k in ("obs", "next_obs", "action", "reward"):
         if not np.isfinite(arrays[k]).all():
             raise WireError(f"{k} holds NaN or inf")
+    if "intervention" in arrays:  # optional: absent = nobody intervened
+        flag = arrays["intervention"]
+        if flag.dtype.str != "|b1" or flag.shape != (T, E):
+            raise WireError(f"intervention has dtype {flag.dtype.str} shape {flag.shape}, expected |b1 {(T, E)}")
     return T, E
 
 
@@ -298,6 +306,8 @@ def _episodes(raw: Any, T: int) -> list[dict[str, Any]]:
         try:
             row = {"t": int(ep["t"]), "episode_return": float(ep["return"]), "episode_length": int(ep["length"]),
                    "success": bool(ep["success"])}
+            if "intervention_steps" in ep:  # optional: steps a person drove (the single loop's episode column)
+                row["intervention_steps"] = int(ep["intervention_steps"])
         except (KeyError, TypeError, ValueError):
             raise WireError(f"bad episode entry {str(ep)[:200]}") from None
         if not 0 <= row["t"] < T or not math.isfinite(row["episode_return"]):
@@ -359,6 +369,7 @@ class Learner:
         self.first_data_t: float | None = None  # wall time of the first stored transitions
         self.learn_start_step = 0  # env steps received when learning started
         self.stopped_reason: str | None = None
+        self.stop_requested = False  # set (any thread) to end run() at its next iteration, then finish()
         self._last_status = self._last_weights = 0.0
         self.trainer: Any = None
         if build:
@@ -462,6 +473,15 @@ class Learner:
                 cut = bool(trunc[i, e]) or i == keep - 1
                 buf.add(obs[i, e][None], act[i, e][None], rew[i, e:e + 1] * scale, nxt[i, e][None],
                         term[i, e:e + 1], np.array([cut]))
+        flag = arrays.get("intervention")
+        if flag is not None and flag[:keep].any():
+            info["intervention_steps"] = info.get("intervention_steps", 0) + int(flag[:keep].sum())
+            if t.to_demos:  # HIL-SERL: the person's steps join the demonstration side too (Trainer's path)
+                for e in range(E):
+                    rows = np.flatnonzero(flag[:keep, e])
+                    t._add_demo_rows(rows, obs[:keep, e], act[:keep, e], rew[:keep, e] * scale, nxt[:keep, e],
+                                     term[:keep, e])
+                info["demo_steps"] = info.get("demo_steps", 0) + int(flag[:keep].sum())
         if self.first_data_t is None:
             self.first_data_t = time.perf_counter()
         t.step += keep * E
@@ -539,6 +559,9 @@ class Learner:
                 on_step(self)
             if t.step >= total and self.owed() <= 0:
                 self.stopped_reason = "total_steps"
+                break
+            if self.stop_requested:
+                self.stopped_reason = "stop requested"
                 break
             if self.owed() <= 0 and time.monotonic() - last_data > d.idle_timeout_s:
                 self.stopped_reason = f"no transitions for {d.idle_timeout_s:g} s"
@@ -625,14 +648,16 @@ class ActorClient:
 
     def send(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray, next_obs: np.ndarray,
              terminated: np.ndarray, truncated: np.ndarray, episodes: Sequence[Mapping[str, Any]] = (),
-             policy_version: int = -1) -> None:
-        """Push T steps of E envs (arrays (T, E, ...), see the module docstring). Raises ``zmq.Again``
-        if the learner has not taken it within ``send_timeout_s``."""
+             policy_version: int = -1, intervention: np.ndarray | None = None) -> None:
+        """Push T steps of E envs (arrays (T, E, ...), see the module docstring; ``intervention`` (T, E)
+        is optional). Raises ``zmq.Again`` if the learner has not taken it within ``send_timeout_s``."""
         header = {"format": TRANSITIONS, "actor": self.actor_id, "seq": self.seq, "policy_version": policy_version,
                   "embodiment": self.embodiment, "episodes": list(episodes)}
         arrays = {"obs": np.asarray(obs, np.float32), "action": np.asarray(action, np.float32),
                   "reward": np.asarray(reward, np.float32), "next_obs": np.asarray(next_obs, np.float32),
                   "terminated": np.asarray(terminated, bool), "truncated": np.asarray(truncated, bool)}
+        if intervention is not None:
+            arrays["intervention"] = np.asarray(intervention, bool)
         self.push.send_multipart(encode(header, arrays), copy=False)
         self.seq += 1
 

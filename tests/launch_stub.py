@@ -41,6 +41,19 @@ class Node:
 
 
 @dataclass
+class ExecuteProcess:
+    cmd: list[Any]
+    output: str | None = None
+    condition: Any = None
+    name: str | None = None
+
+
+@dataclass
+class IfCondition:
+    predicate_expression: Any
+
+
+@dataclass
 class LaunchDescription:
     entities: list[Any]
 
@@ -49,7 +62,8 @@ class LaunchDescription:
 def stub_modules():
     mods = {
         "launch": {"LaunchDescription": LaunchDescription},
-        "launch.actions": {"DeclareLaunchArgument": DeclareLaunchArgument},
+        "launch.actions": {"DeclareLaunchArgument": DeclareLaunchArgument, "ExecuteProcess": ExecuteProcess},
+        "launch.conditions": {"IfCondition": IfCondition},
         "launch.substitutions": {"LaunchConfiguration": LaunchConfiguration},
         "launch_ros": {},
         "launch_ros.actions": {"Node": Node},

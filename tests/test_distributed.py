@@ -248,3 +248,63 @@ def test_local_mode_two_actors_panda_reach_and_a_killed_actor(tmp_path):
     assert [r["kind"] for r in rows].count("eval") == 1
     for name in ("config.yaml", "distributed.yaml", "summary.json", "metrics.csv", "learning_curve.png"):
         assert (run_dir / name).exists(), name
+
+
+def test_intervention_flags_on_the_wire_go_to_the_demo_buffer(tmp_path):
+    """The optional ``intervention`` array: validated against (T, E) |b1, absent = none; with
+    intervention.to_demos the learner stores flagged steps in its demonstration buffer as well as
+    the online replay (the Trainer's path), and not otherwise."""
+    common = ["task=panda_reach", "agent.hidden=[16]", "agent.batch_size=8", "agent.buffer_size=1000",
+              "eval_every=0", "checkpoint_every=0", "video=false", "progress=false", "total_steps=1000",
+              "intervention.demo_buffer_size=100"]
+    rng = np.random.default_rng(0)
+    T, E = 6, 2
+
+    def chunk(learner):
+        Dp, Ap = learner.obs_dim, learner.act_dim
+        return {"obs": rng.normal(size=(T, E, Dp)).astype(np.float32),
+                "action": rng.uniform(-1, 1, (T, E, Ap)).astype(np.float32),
+                "reward": rng.normal(size=(T, E)).astype(np.float32),
+                "next_obs": rng.normal(size=(T, E, Dp)).astype(np.float32),
+                "terminated": np.zeros((T, E), bool), "truncated": np.zeros((T, E), bool)}
+
+    cfg, d = compose_all([*common, f"run_dir={tmp_path / 'a'}", "intervention.enabled=true", "reward.scale=3.0"])
+    learner = Learner(cfg, d)
+    try:
+        c = chunk(learner)
+        with pytest.raises(WireError, match="intervention"):  # wrong shape
+            check_transitions({**c, "intervention": np.zeros((T, E + 1), bool)}, learner.obs_dim, learner.act_dim)
+        with pytest.raises(WireError, match="intervention"):  # wrong dtype
+            check_transitions({**c, "intervention": np.zeros((T, E), np.float32)}, learner.obs_dim, learner.act_dim)
+        header = {"actor": "ros", "episodes": [{"t": 5, "return": 1.0, "length": 6, "success": False,
+                                                "intervention_steps": 3}]}
+        assert learner.store(header, c) == T * E  # no flags: nothing to the demo side
+        assert len(learner.trainer.demo_buffer) == 0
+        flag = np.zeros((T, E), bool)
+        flag[[1, 2, 4], 0] = True
+        flag[0, 1] = True
+        frames = encode({"format": TRANSITIONS, "actor": "ros"}, {**c, "intervention": flag})
+        _, arrays = decode([bytes(memoryview(f)) for f in frames], TRANSITIONS)
+        assert learner.store({"actor": "ros"}, arrays) == T * E
+        demo, buf = learner.trainer.demo_buffer, learner.trainer.buffer
+        assert len(demo) == 4 and len(buf) == 2 * T * E  # flagged steps on both sides
+        for k, (i, e) in enumerate([(1, 0), (2, 0), (4, 0), (0, 1)]):  # env by env, in time order
+            np.testing.assert_array_equal(demo.obs[k, 0], c["obs"][i, e])
+            np.testing.assert_array_equal(demo.action[k, 0], c["action"][i, e])
+            np.testing.assert_allclose(demo.reward[k, 0], 3.0 * c["reward"][i, e])
+            np.testing.assert_array_equal(demo.next_obs[k, 0], c["next_obs"][i, e])
+        assert learner.actors["ros"]["intervention_steps"] == 4
+        (row,) = [r for r in learner.trainer.rows if r["kind"] == "episode"]
+        assert row["intervention_steps"] == 3
+    finally:
+        learner.close()
+
+    cfg, d = compose_all([*common, f"run_dir={tmp_path / 'b'}", "intervention.enabled=true",
+                          "intervention.to_demos=false"])
+    learner = Learner(cfg, d)
+    try:
+        c = chunk(learner)
+        assert learner.store({"actor": "ros"}, {**c, "intervention": np.ones((T, E), bool)}) == T * E
+        assert learner.trainer.demo_buffer is None and learner.actors["ros"]["intervention_steps"] == T * E
+    finally:
+        learner.close()

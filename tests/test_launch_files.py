@@ -22,7 +22,7 @@ POLICY = str(ROOT / "tests" / "data" / "panda_reach_policy.pt")
 NODE_CLASSES = {
     "robot.nodes.sim_robot": "SimRobotNode", "robot.nodes.command_gate": "CommandGateNode",
     "robot.nodes.policy_node": "PolicyNode", "robot.nodes.reward_monitor": "RewardMonitorNode",
-    "robot.nodes.recorder": "RecorderNode",
+    "robot.nodes.recorder": "RecorderNode", "robot.nodes.scripted_person": "ScriptedPersonNode",
 }
 
 
@@ -40,6 +40,7 @@ def spec_file(tmp_path_factory):
 def cases(spec_file, tmp):
     yield "sim.launch.py", {"checkpoint": POLICY}
     yield "record_sim.launch.py", {"task": "rewardforge/PandaReach-v0", "root": f"{tmp}/sim_demos"}
+    yield "online_sim.launch.py", {"root": f"{tmp}/online"}
     for robot in ("franka", "ur", "xarm"):
         yield "deploy.launch.py", {"robot": robot, "checkpoint": POLICY, "embodiment_file": spec_file}
         yield "record.launch.py", {"robot": robot, "embodiment_file": spec_file, "root": f"{tmp}/demos_{robot}"}
@@ -47,7 +48,7 @@ def cases(spec_file, tmp):
 
 def test_every_launch_file_is_checked():
     assert sorted(p.name for p in (ROOT / "launch").glob("*.launch.py")) == [
-        "deploy.launch.py", "record.launch.py", "record_sim.launch.py", "sim.launch.py"]
+        "deploy.launch.py", "online_sim.launch.py", "record.launch.py", "record_sim.launch.py", "sim.launch.py"]
 
 
 def test_launch_files_bring_up_real_nodes_with_their_parameters(spec_file, tmp_path):
@@ -82,7 +83,7 @@ def test_launch_files_bring_up_real_nodes_with_their_parameters(spec_file, tmp_p
 
 
 def test_parameter_files_name_only_nodes_that_exist():
-    names = {"sim_robot", "command_gate", "policy", "reward_monitor", "recorder"}
+    names = {"sim_robot", "command_gate", "policy", "reward_monitor", "recorder", "scripted_person"}
     for f in (ROOT / "launch" / "params").glob("*.yaml"):
         data = yaml.safe_load(f.read_text())
         assert set(data) <= names, f"{f.name}: unknown node names {set(data) - names}"
@@ -93,3 +94,21 @@ def test_required_arguments_and_choices_are_enforced(spec_file):
         load(ROOT / "launch" / "sim.launch.py", {})
     with pytest.raises(ValueError, match="not in"):
         load(ROOT / "launch" / "deploy.launch.py", {"robot": "kuka", "checkpoint": POLICY, "embodiment_file": spec_file})
+
+
+def test_online_launch_starts_the_learner_as_a_console_script():
+    from tests.launch_stub import ExecuteProcess, stub_modules
+
+    with stub_modules():
+        import importlib.util
+
+        path = ROOT / "launch" / "online_sim.launch.py"
+        spec = importlib.util.spec_from_file_location("launchfile_online_sim", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        desc = module.generate_launch_description()
+    (learner,) = [e for e in desc.entities if isinstance(e, ExecuteProcess)]
+    assert learner.cmd[0] in SCRIPTS and SCRIPTS[learner.cmd[0]] == "policies.distributed:learner_main"
+    ports = yaml.safe_load((ROOT / "launch" / "params" / "online_sim.yaml").read_text())["policy"]["ros__parameters"]
+    assert f"transitions_port={ports['transitions_port']}" in learner.cmd  # the policy node finds the learner
+    assert f"weights_port={ports['weights_port']}" in learner.cmd

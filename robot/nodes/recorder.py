@@ -111,7 +111,11 @@ class RecorderNode(Node):
             self.get_logger().warning(f"recorder/command {msg.data!r} unknown; use {', '.join(actions)}")
             return
         ok, text = fn()
-        (self.get_logger().info if ok else self.get_logger().warning)(text)
+        # one call site per severity: rclpy refuses a call site whose severity changes between calls
+        if ok:
+            self.get_logger().info(text)
+        else:
+            self.get_logger().warning(text)
 
     @staticmethod
     def _reply(res: Trigger.Response, ok: bool, text: str) -> Trigger.Response:

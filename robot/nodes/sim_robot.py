@@ -9,8 +9,11 @@ Publishes
   ``objects/<name>/pose`` (PoseStamped: ``object``, ``goal``), ``objects/joint_states``
   (articulations: ``drawer`` opening, m), ``keypoints/<name>`` (PoseStamped),
   ``camera/<cam>/image_raw`` + ``camera/<cam>/camera_info``, ground truth of the sim task
-  ``sim/success`` (std_msgs/Bool) and ``sim/progress`` (std_msgs/Float64), and ``/clock``
-  when ``real_time`` is false.
+  ``sim/success`` (std_msgs/Bool), ``sim/progress`` (std_msgs/Float64) and ``sim/reward``
+  (std_msgs/Float64: the task's own reward of the state just published, what a gym step of the
+  same task returns), ``sim/episode`` (std_msgs/Header, latched: ``frame_id`` the episode number,
+  ``stamp`` its start; every state stamped at or after it belongs to that episode, so a learner
+  never joins two episodes into one transition), and ``/clock`` when ``real_time`` is false.
 Accepts
   ``servo/delta_twist_cmds`` (TwistStamped, m/s and rad/s about z, as MoveIt Servo),
   ``joint_trajectory_controller/joint_trajectory`` (JointTrajectory: tracks the last point),
@@ -34,7 +37,7 @@ from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
-from std_msgs.msg import Bool, Float64, Float64MultiArray
+from std_msgs.msg import Bool, Float64, Float64MultiArray, Header
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
@@ -42,6 +45,7 @@ from robot.observation import ARM_JOINTS, GRIPPER_JOINT
 from robot.ros_io import (
     COMMAND_QOS,
     IMAGE_QOS,
+    LATCHED_QOS,
     STATE_QOS,
     camera_info_msg,
     image_msg,
@@ -98,6 +102,8 @@ class SimRobotNode(Node):
         self.pub_obj_joints = pub(JointState, "objects/joint_states", STATE_QOS)
         self.pub_success = pub(Bool, "sim/success", STATE_QOS)
         self.pub_progress = pub(Float64, "sim/progress", STATE_QOS)
+        self.pub_reward = pub(Float64, "sim/reward", STATE_QOS)
+        self.pub_episode = pub(Header, "sim/episode", LATCHED_QOS)
         self.pub_poses: dict[str, object] = {}
         self.pub_images = {c: pub(Image, f"camera/{c}/image_raw", IMAGE_QOS) for c in self.cameras}
         self.pub_info = {c: pub(CameraInfo, f"camera/{c}/camera_info", IMAGE_QOS) for c in self.cameras}
@@ -115,6 +121,7 @@ class SimRobotNode(Node):
             self._camera_thread.start()
         period = 1.0 / self.rate if self.real_time else 0.0
         self.timer = self.create_timer(period, self._tick)
+        self._announce_episode()
         self.get_logger().info(
             f"{self.task}: {self.rate:.0f} Hz ({self.steps_per_tick} physics steps/tick), "
             f"{'real time' if self.real_time else 'sim time on /clock'}, cameras {self.cameras or 'none'}")
@@ -158,8 +165,13 @@ class SimRobotNode(Node):
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         self.episode += 1
         self.arm_reset()
+        self._announce_episode()
         response.success, response.message = True, f"episode {self.episode} (seed {self.seed + self.episode})"
         return response
+
+    def _announce_episode(self) -> None:
+        """Stamp: now, before any state of the new episode goes out (same executor thread as _tick)."""
+        self.pub_episode.publish(Header(stamp=to_stamp(self.now()), frame_id=str(self.episode)))
 
     def arm_reset(self) -> None:
         self.env.reset(seed=self.seed + self.episode)
@@ -199,9 +211,10 @@ class SimRobotNode(Node):
             self.pub_obj_joints.publish(joint_state_msg(["drawer"], obs["drawer_pos"], np.zeros(1), t))
         for name, point in zip(arm.keypoint_names, obs["keypoints"], strict=True):
             self._pose(f"keypoints/{name}", point, (1.0, 0.0, 0.0, 0.0), t)
-        _, _, success, progress = arm.evaluate()
+        reward, _, success, progress = arm.evaluate()
         self.pub_success.publish(Bool(data=bool(success)))
         self.pub_progress.publish(Float64(data=float(progress)))
+        self.pub_reward.publish(Float64(data=float(reward)))
         if self.cameras and t >= self.next_frame:
             self.next_frame = t + 1.0 / self.camera_rate
             state = {k: getattr(d, k).copy() for k in ("qpos", "qvel", "mocap_pos", "mocap_quat")}
