@@ -84,7 +84,7 @@ def main() -> None:
     try:
         with processes(
                 ("sim_robot", {"task": task_id, "seed": args.seed}),
-                ("command_gate", {}),
+                ("command_gate", {"max_speed": 0.5, "max_accel": 20.0}),  # as launch/params/online_sim.yaml
                 ("policy_node", {"checkpoint": "", "embodiment_task": task_id, "learner_host": "127.0.0.1",
                                  "transitions_port": tport, "weights_port": wport, "actor_id": "ros-arm",
                                  "explore": True, "seed": args.seed}),

@@ -34,7 +34,7 @@ def generate_launch_description() -> LaunchDescription:
                               description="geometry_msgs/PoseStamped of the tool point in the base frame"),
         DeclareLaunchArgument("joint_states_topic", default_value="/joint_states"),
         Node(executable="rewardforge-command-gate", name="command_gate", output="screen",
-             parameters=[params], remappings=[pose]),
+             parameters=[params, {"embodiment_file": LaunchConfiguration("embodiment_file")}], remappings=[pose]),
         Node(executable="rewardforge-policy", name="policy", output="screen",
              parameters=[params, {"checkpoint": LaunchConfiguration("checkpoint"),
                                   "embodiment_file": LaunchConfiguration("embodiment_file")}],

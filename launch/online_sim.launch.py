@@ -50,7 +50,7 @@ def generate_launch_description() -> LaunchDescription:
         Node(executable="rewardforge-sim-robot", name="sim_robot", output="screen",
              parameters=[PARAMS, ONLINE, {"task": task}]),
         Node(executable="rewardforge-command-gate", name="command_gate", output="screen",
-             parameters=[PARAMS, ONLINE]),
+             parameters=[PARAMS, ONLINE, {"embodiment_task": task}]),
         Node(executable="rewardforge-policy", name="policy", output="screen",
              parameters=[PARAMS, ONLINE, {"checkpoint": "", "embodiment_task": task, "learner_host": host}]),
         Node(executable="rewardforge-scripted-person", name="scripted_person", output="screen",

@@ -24,7 +24,7 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("root", default_value="data/demos", description="dataset directory (appended to)"),
         DeclareLaunchArgument("ee_pose_topic", default_value="ee_pose"),
         Node(executable="rewardforge-command-gate", name="command_gate", output="screen",
-             parameters=[params], remappings=[pose]),
+             parameters=[params, {"embodiment_file": LaunchConfiguration("embodiment_file")}], remappings=[pose]),
         Node(executable="rewardforge-recorder", name="recorder", output="screen",
              parameters=[record, {"root": LaunchConfiguration("root"),
                                   "embodiment_file": LaunchConfiguration("embodiment_file")}],

@@ -25,7 +25,7 @@ def generate_launch_description() -> LaunchDescription:
         Node(executable="rewardforge-sim-robot", name="sim_robot", output="screen",
              parameters=[PARAMS, RECORD, {"task": task}]),
         Node(executable="rewardforge-command-gate", name="command_gate", output="screen",
-             parameters=[PARAMS, {"human_input": LaunchConfiguration("human_input")}]),
+             parameters=[PARAMS, {"human_input": LaunchConfiguration("human_input"), "embodiment_task": task}]),
         Node(executable="rewardforge-recorder", name="recorder", output="screen",
              parameters=[RECORD, {"root": LaunchConfiguration("root"), "embodiment_task": task,
                                   "success_topic": "sim/success"}]),

@@ -28,7 +28,7 @@ def generate_launch_description() -> LaunchDescription:
         Node(executable="rewardforge-sim-robot", name="sim_robot", output="screen",
              parameters=[PARAMS, {"task": task}]),
         Node(executable="rewardforge-command-gate", name="command_gate", output="screen",
-             parameters=[PARAMS, {"human_input": LaunchConfiguration("human_input")}]),
+             parameters=[PARAMS, {"human_input": LaunchConfiguration("human_input"), "embodiment_task": task}]),
         Node(executable="rewardforge-policy", name="policy", output="screen",
              parameters=[PARAMS, {"checkpoint": LaunchConfiguration("checkpoint"), "embodiment_task": task}]),
         Node(executable="rewardforge-reward-monitor", name="reward_monitor", output="screen",

@@ -145,3 +145,57 @@ def test_policy_node_refuses_a_checkpoint_for_another_robot():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 1
     assert "refuses to run" in out.stderr and "object_pos" in out.stderr
+
+
+def test_gate_reports_the_embodiments_action_and_spacemouse_buttons_drive_the_gripper(tmp_path):
+    """gate/executed follows the embodiment's action layout (here with dyaw), and the SpaceMouse's
+    buttons on spacenav/joy close / open the gripper and count as a takeover (HIL-SERL)."""
+    import json
+
+    from sensor_msgs.msg import Joy
+    from std_msgs.msg import Float64MultiArray
+
+    import sim
+
+    env = sim.make(TASK, yaw=True)
+    spec = env.unwrapped.embodiment
+    env.close()
+    assert spec.action.layout == ("dx", "dy", "dz", "dyaw", "gripper")
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(spec.to_dict()))
+    p = Probe()
+    p.sub(Float64MultiArray, "gate/executed", STATE_QOS)
+    p.sub(Float64, "gripper/command", COMMAND_QOS)
+    p.sub(Bool, "intervention", STATE_QOS)
+    pose_pub = p.node.create_publisher(PoseStamped, "ee_pose", STATE_QOS)
+    cmd_pub = p.node.create_publisher(TwistStamped, "policy/cmd", COMMAND_QOS)
+    joy_pub = p.node.create_publisher(Joy, "spacenav/joy", COMMAND_QOS)
+    try:
+        with processes(("command_gate", {"embodiment_file": str(spec_file)})) as procs:
+            def feed(seconds, yaw_rate=0.0, buttons=None):
+                end = time.monotonic() + seconds
+                while time.monotonic() < end:
+                    pose = PoseStamped()
+                    pose.header.frame_id = "base"
+                    pose.header.stamp = p.node.get_clock().now().to_msg()
+                    pose.pose.position.x, pose.pose.position.z = 0.45, 0.25
+                    pose_pub.publish(pose)
+                    cmd_pub.publish(twist_msg(np.array([0.05, 0.0, 0.0]), np.array([0.0, 0.0, yaw_rate]), "base", 0.0))
+                    if buttons is not None:
+                        joy_pub.publish(Joy(axes=[0.0] * 6, buttons=buttons))
+                    p.spin_for(0.02)
+
+            assert p.spin_until(lambda: p.last("gate/executed") is not None, 60, procs)
+            feed(0.6, yaw_rate=0.5)
+            ex = np.asarray(p.last("gate/executed").data)
+            hz, (sx, syaw) = spec.control_hz, (spec.action.scale[0], spec.action.scale[3])
+            assert ex.shape == (5,)
+            np.testing.assert_allclose(ex[:4], [0.05 / (sx * hz), 0.0, 0.0, 0.5 / (syaw * hz)], atol=1e-3)
+            assert not p.last("intervention").data
+            feed(0.6, buttons=[1, 0])  # close button held
+            assert p.last("intervention").data and p.last("gripper/command").data == -1.0
+            assert p.last("gate/executed").data[4] == -1.0
+            feed(0.6, buttons=[0, 1])  # open button held
+            assert p.last("gripper/command").data == 1.0
+    finally:
+        p.close()

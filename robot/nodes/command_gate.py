@@ -7,11 +7,14 @@ stream as MoveIt Servo expects. Only the gate publishes on the arm's command top
 a policy cannot bypass the safety layer.
 
 Subscribes  ``policy/cmd`` (TwistStamped, m/s), ``policy/gripper`` (Float64 in [-1, 1]),
-            ``spacenav/twist`` (Twist, axes about [-1, 1]) or ``joy`` (Joy), ``estop`` (Bool,
-            latched), ``ee_pose`` (PoseStamped: the arm's state, for the box and the watchdog).
+            ``spacenav/twist`` (Twist, axes about [-1, 1]) with ``spacenav/joy`` (Joy: the
+            SpaceMouse's buttons close / open the gripper, as in HIL-SERL), or ``joy`` (Joy),
+            ``estop`` (Bool, latched), ``ee_pose`` (PoseStamped: the arm's state, for the box and
+            the watchdog).
 Publishes   ``servo/delta_twist_cmds`` (TwistStamped), ``gripper/command`` (Float64),
             ``intervention`` (Bool, every tick), ``gate/executed`` (Float64MultiArray: the
-            executed command as a normalised action, for the recorder), ``safety/status``
+            executed command as a normalised action in the embodiment's action layout, for the
+            recorder and the online learner), ``safety/status``
             (diagnostic_msgs/DiagnosticArray, 2 Hz).
 Services    ``~/reset_estop`` (std_srvs/Trigger).
 """
@@ -52,9 +55,27 @@ class CommandGateNode(Node):
         self.human_input = p("human_input", "spacenav").value  # spacenav | joy | none
         self.joy_axes = list(p("joy_axes", [0, 1, 2, 3, 4, 5]).value)  # Joy axis index for x y z roll pitch yaw
         self.joy_close, self.joy_open = int(p("joy_close_button", 0).value), int(p("joy_open_button", 1).value)
-        # Normalised action <-> velocity, for gate/executed: v = a * action_scale * control_hz.
+        self.nav_close, self.nav_open = (int(p("spacenav_close_button", 0).value),
+                                         int(p("spacenav_open_button", 1).value))
+        # Normalised action <-> velocity, for gate/executed: v = a * scale * control rate, per entry of
+        # the action layout. With ``embodiment_task`` set, layout, scales and rate are the embodiment's
+        # (a task with yaw gets its dyaw entry); otherwise (dx, dy, dz, gripper) at action_scale, control_hz.
         self.action_scale = float(p("action_scale", 0.05).value)
         self.control_hz = float(p("control_hz", 10.0).value)
+        embodiment, spec_file = p("embodiment_task", "").value, p("embodiment_file", "").value
+        if embodiment or spec_file:
+            from robot.nodes.policy_node import robot_spec
+
+            spec = robot_spec(embodiment, spec_file)
+            self.exec_layout = tuple(spec.action.layout)
+            self.exec_scale = tuple(s * spec.control_hz for s in spec.action.scale)
+        else:
+            self.exec_layout = ("dx", "dy", "dz", "gripper")
+            self.exec_scale = (self.action_scale * self.control_hz,) * 3 + (1.0,)
+        unknown = [n for n in self.exec_layout if n not in ("dx", "dy", "dz", "dyaw", "gripper")]
+        if unknown:
+            raise ValueError(f"embodiment {embodiment or spec_file!r} has action entries {unknown} the gate cannot report "
+                             "(it commands dx, dy, dz, dyaw and gripper)")
         self.base_frame = p("base_frame", "base").value
         out_topic = p("servo_topic", "servo/delta_twist_cmds").value
         grip_topic = p("gripper_topic", "gripper/command").value
@@ -65,6 +86,8 @@ class CommandGateNode(Node):
         self.mux = TakeoverMux(self.takeover_cfg)
         self.policy_cmd: CartesianCommand | None = None
         self.policy_gripper = 1.0
+        self.nav_axes: tuple[np.ndarray, float] | None = None  # last SpaceMouse axes and when
+        self.nav_grip: float | None = None  # SpaceMouse gripper button held: -1 close, +1 open
         self.held_ticks = 0
         self.ticks = 0
 
@@ -75,6 +98,7 @@ class CommandGateNode(Node):
         sub(PoseStamped, "ee_pose", self._on_pose, STATE_QOS)
         if self.human_input == "spacenav":
             sub(Twist, "spacenav/twist", self._on_spacenav, COMMAND_QOS)
+            sub(Joy, "spacenav/joy", self._on_spacenav_buttons, COMMAND_QOS)
         elif self.human_input == "joy":
             sub(Joy, "joy", self._on_joy, COMMAND_QOS)
         self.create_service(Trigger, "~/reset_estop", self._on_reset_estop)
@@ -117,8 +141,21 @@ class CommandGateNode(Node):
         self.safety.update_state(np.array([p.x, p.y, p.z]), to_sec(msg.header.stamp))
 
     def _on_spacenav(self, msg: Twist) -> None:
-        axes = [msg.linear.x, msg.linear.y, msg.linear.z, msg.angular.x, msg.angular.y, msg.angular.z]
-        self.mux.human_input(np.array(axes), None, self.now())
+        axes = np.array([msg.linear.x, msg.linear.y, msg.linear.z, msg.angular.x, msg.angular.y, msg.angular.z])
+        now = self.now()
+        self.nav_axes = (axes, now)
+        self.mux.human_input(axes, self.nav_grip, now)
+
+    def _on_spacenav_buttons(self, msg: Joy) -> None:
+        """The spacenav driver's ``spacenav/joy`` (its axes repeat the twist; only buttons are read):
+        a held button closes / opens the gripper and, like moving the cap, counts as taking over."""
+        b = list(msg.buttons)
+        close = len(b) > self.nav_close and bool(b[self.nav_close])
+        opening = len(b) > self.nav_open and bool(b[self.nav_open])
+        self.nav_grip = -1.0 if close else (1.0 if opening else None)
+        now = self.now()
+        fresh = self.nav_axes is not None and now - self.nav_axes[1] <= self.takeover_cfg.input_timeout
+        self.mux.human_input(self.nav_axes[0] if fresh else np.zeros(6), self.nav_grip, now)
 
     def _on_joy(self, msg: Joy) -> None:
         try:
@@ -145,8 +182,10 @@ class CommandGateNode(Node):
         self.pub_cmd.publish(twist_msg(out.linear, np.array([0.0, 0.0, out.yaw_rate]), self.base_frame, now))
         self.pub_grip.publish(Float64(data=float(out.gripper)))
         self.pub_flag.publish(Bool(data=bool(intervening)))
-        k = self.action_scale * self.control_hz
-        self.pub_exec.publish(Float64MultiArray(data=[*(out.linear / k).tolist(), float(out.gripper)]))
+        value = {"dx": out.linear[0], "dy": out.linear[1], "dz": out.linear[2], "dyaw": out.yaw_rate,
+                 "gripper": out.gripper}
+        pairs = zip(self.exec_layout, self.exec_scale, strict=True)
+        self.pub_exec.publish(Float64MultiArray(data=[float(value[n]) / (1.0 if n == "gripper" else k) for n, k in pairs]))
 
     def _publish_status(self) -> None:
         s = self.safety.status

@@ -15,10 +15,10 @@ episode, none before ``start_after`` seconds into it.
 Axes: the expert's normalised action a moves the arm at a * action_scale * control_hz (m/s);
 the gate maps an axis value x to x * human_linear_scale (m/s), so the person sends
 x = a * action_scale * control_hz / ``linear_scale`` (set ``linear_scale`` to the gate's
-``human_linear_scale``), clipped to the device's [-1, 1]. A SpaceMouse twist carries no gripper
-command: the gate keeps the gripper where it was, which suits reach and push; tasks that need
-the gripper from the person (pick-place) need a button path the gate does not read from
-``spacenav/twist``.
+``human_linear_scale``), clipped to the device's [-1, 1]. The gripper goes through the
+SpaceMouse's two buttons on ``spacenav/joy`` (sensor_msgs/Joy, as the ROS spacenav driver
+publishes them): button ``close_button`` held while the expert closes, ``open_button`` while it
+opens, so a takeover on pick-and-place can grasp.
 
 Episode manager (``episode_s`` > 0, by default the task's time limit: max_episode_steps /
 control_hz): when an episode has run that long (or, with ``reset_on_success``, once the sim
@@ -36,6 +36,7 @@ from collections import deque
 import numpy as np
 from geometry_msgs.msg import Twist
 from rclpy.node import Node
+from sensor_msgs.msg import Joy
 from std_msgs.msg import Bool, Float64, Header, String
 from std_srvs.srv import Trigger
 
@@ -97,6 +98,8 @@ class ScriptedPersonNode(Node):
         self.expert = make_expert(self.env)
         layout = self.spec.action.layout
         self.yaw_index = layout.index("dyaw") if "dyaw" in layout else None
+        self.grip_index = layout.index("gripper") if "gripper" in layout else None
+        self.close_button, self.open_button = int(p("close_button", 0).value), int(p("open_button", 1).value)
         self.control_hz = float(self.spec.control_hz)
         # m/s per unit action, and rad/s per unit dyaw, as the policy node converts actions
         self.v_per_action = float(u.action_scale) * self.control_hz
@@ -115,6 +118,7 @@ class ScriptedPersonNode(Node):
                                  lambda m: setattr(self, "success", bool(m.data)), STATE_QOS)
         self.create_subscription(Header, p("episode_topic", "sim/episode").value, self._on_episode, LATCHED_QOS)
         self.pub_twist = self.create_publisher(Twist, "spacenav/twist", COMMAND_QOS)
+        self.pub_buttons = self.create_publisher(Joy, "spacenav/joy", COMMAND_QOS)
         self.pub_recorder = self.create_publisher(String, recorder_topic, STATE_QOS) if recorder_topic else None
         self.reset_client = self.create_client(Trigger, reset_service) if self.episode_s > 0 else None
 
@@ -167,6 +171,10 @@ class ScriptedPersonNode(Node):
                 a = np.asarray(self.expert(obs), float)
                 x = self._axes(a)
                 self.pub_twist.publish(Twist(linear=_vec(x[:3]), angular=_vec(x[3:])))
+                if self.grip_index is not None:
+                    buttons = [0] * (max(self.close_button, self.open_button) + 1)
+                    buttons[self.close_button if a[self.grip_index] < 0 else self.open_button] = 1
+                    self.pub_buttons.publish(Joy(axes=[float(v) for v in x], buttons=buttons))
             return
         if self.takeover_until > -np.inf:  # just let go: judge the policy afresh
             self.takeover_until = -np.inf
