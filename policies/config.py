@@ -140,6 +140,7 @@ class TrainConfig:
     demos: str | None = None
     demo_ratio: float = 0.5
     bc_steps: int = 0  # behaviour-cloning steps on the demos before RL (0: none)
+    demos_success_only: bool = False  # keep only the demo episodes labelled successful (HIL-SERL's demos)
     # A scripted person (sim/intervention.py) who takes over when the policy stops making progress.
     intervention: InterventionConfig = field(default_factory=lambda: InterventionConfig())
 

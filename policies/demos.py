@@ -24,11 +24,13 @@ from policies.replay import ReplayBuffer
 
 def load_demo_buffer(path: str, spec: EmbodimentSpec, term: Any = None, scale: float = 1.0,
                      seed: int = 0, extra_capacity: int = 0,
-                     pixel_obs: Any = None) -> tuple[ReplayBuffer, dict[str, Any]]:
+                     pixel_obs: Any = None, success_only: bool = False) -> tuple[ReplayBuffer, dict[str, Any]]:
     """An offline buffer with every transition of the dataset at ``path`` and room for
     ``extra_capacity`` more (interventions added during training); refuses a dataset recorded
     for another embodiment (listing the differences). ``pixel_obs`` (a
-    :class:`policies.pixels.PixelObs`): store what a pixel agent reads, images included."""
+    :class:`policies.pixels.PixelObs`): store what a pixel agent reads, images included.
+    ``success_only``: only the episodes labelled successful (a demonstrator's failed attempts teach
+    the critic, but on the demonstration side of every batch they also pull the actor toward them)."""
     from common.episodes import Dataset
 
     ds = Dataset(path)
@@ -36,7 +38,10 @@ def load_demo_buffer(path: str, spec: EmbodimentSpec, term: Any = None, scale: f
     cams = [k.removeprefix("image_") for k in getattr(term, "requires", ()) if k.startswith("image_")]
     if pixel_obs is not None:
         cams = list(dict.fromkeys([*cams, *(n.removeprefix("image_") for n in pixel_obs.image_names)]))
-    tr = ds.transitions(images=cams or False)
+    episodes = [i for i, e in enumerate(ds.episodes) if bool(e["success"])] if success_only else None
+    if episodes == []:
+        raise ValueError(f"demonstration dataset {path} has no episode labelled successful (demos_success_only=true)")
+    tr = ds.transitions(images=cams or False, episodes=episodes)
     n = len(tr["reward"])
     if n == 0:
         raise ValueError(f"demonstration dataset {path} has no transitions")
@@ -62,8 +67,9 @@ def load_demo_buffer(path: str, spec: EmbodimentSpec, term: Any = None, scale: f
     for k in range(n):  # in time order: episode ends make n-step returns stop at boundaries
         buf.add(row(obs, k), tr["action"][k][None], np.float32([reward[k] * scale]),
                 row(next_obs, k), tr["terminated"][k][None], tr["truncated"][k][None])
-    info = {"episodes": ds.num_episodes, "transitions": n, "interventions": int(np.sum(tr["intervention"])),
-            "success_rate": float(np.mean([bool(e["success"]) for e in ds.episodes])) if ds.episodes else 0.0}
+    used = episodes if episodes is not None else range(ds.num_episodes)
+    info = {"episodes": len(used), "transitions": n, "interventions": int(np.sum(tr["intervention"])),
+            "success_rate": float(np.mean([bool(ds.episodes[i]["success"]) for i in used])) if len(used) else 0.0}
     return buf, info
 
 

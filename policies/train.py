@@ -252,7 +252,7 @@ class Trainer:
                 self.demo_buffer, demo_info = load_demo_buffer(
                     cfg.demos, self.spec, self.reward_term, cfg.reward.scale, cfg.seed,
                     extra_capacity=cfg.intervention.demo_buffer_size if cfg.intervention.enabled else 0,
-                    pixel_obs=self.pixel_obs)
+                    pixel_obs=self.pixel_obs, success_only=cfg.demos_success_only)
             except (FileNotFoundError, SpecMismatchError, ValueError) as err:
                 raise ConfigError(f"demos={cfg.demos}: {err}") from err
             log.info("demonstrations: %s (%d%% of each batch)", demo_info, round(100 * cfg.demo_ratio))

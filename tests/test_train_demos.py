@@ -15,17 +15,17 @@ TOY_TASK = "env_id: policies.toy_env:rftoy/PointReach-v0\nmax_episode_steps: 20\
 DEMO_REWARD = 7.0  # no online toy transition has this reward
 
 
-def write_demos(root, episodes=3, length=10):
+def write_demos(root, episodes=3, length=10, failed=()):
     spec = point_reach_spec()
     rng = np.random.default_rng(0)
     with DatasetWriter(root, spec, fps=10) as w:
-        for _ in range(episodes):
+        for i in range(episodes):
             w.begin_episode("reach the goal", source="expert")
             for t in range(length):
                 obs = {"position": rng.uniform(-1, 1, 2).astype(np.float32), "goal": np.zeros(2, np.float32)}
                 w.add_frame(obs, rng.uniform(-1, 1, 2).astype(np.float32), reward=DEMO_REWARD,
                             success=t == length - 1, done=t == length - 1)
-            w.end_episode(success=True)
+            w.end_episode(success=i not in failed)
     return spec
 
 
@@ -42,6 +42,21 @@ def test_mixed_batches_hold_the_demo_ratio(tmp_path):
     assert (r == DEMO_REWARD).sum(1).tolist() == [8, 8, 8]  # every minibatch half and half
     assert (mixed_sample(online, demo, 16, 1, 0.25, 1, 0.99)["reward"] == DEMO_REWARD).sum() == 4
     assert (mixed_sample(online, None, 16, 1, 0.5, 1, 0.99)["reward"] == DEMO_REWARD).sum() == 0
+
+
+def test_demos_success_only_leaves_failed_episodes_out(tmp_path):
+    spec = write_demos(tmp_path / "demos", episodes=4, length=5, failed=(1, 2))
+    demo, info = load_demo_buffer(str(tmp_path / "demos"), spec, success_only=True)
+    assert info["episodes"] == 2 and len(demo) == 10 and info["success_rate"] == 1.0
+    from common.episodes import Dataset
+
+    kept = Dataset(tmp_path / "demos").transitions(episodes=[0, 3])["state"]
+    np.testing.assert_array_equal(demo.obs[:10, 0], kept)  # episodes 0 and 3, in order
+    _, all_info = load_demo_buffer(str(tmp_path / "demos"), spec)
+    assert all_info["episodes"] == 4 and all_info["success_rate"] == 0.5
+    write_demos(tmp_path / "failed", episodes=2, length=3, failed=(0, 1))
+    with pytest.raises(ValueError, match="no episode labelled successful"):
+        load_demo_buffer(str(tmp_path / "failed"), spec, success_only=True)
 
 
 def test_training_with_demos_and_refusing_foreign_ones(tmp_path):
