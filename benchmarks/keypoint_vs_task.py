@@ -59,6 +59,27 @@ def _train_one(args: tuple[str, str, int, int | None, int, int, int, list[str], 
             "eval_curve": curve, "wall_s": time.perf_counter() - t, "run_dir": result["run_dir"]}
 
 
+def _collect(jobs: list[tuple]) -> list[dict]:
+    """The finished runs (``summary.json`` at the full budget) of ``jobs``, for tasks and seeds where
+    both rewards finished; what is missing is printed."""
+    from policies.config import compose
+
+    found: dict[tuple[str, int], list[dict]] = {}
+    for task, reward, seed, steps, *_, run_root in jobs:
+        path = Path(run_root) / f"{task}_{reward}" / f"seed{seed}" / "summary.json"
+        budget = int(steps or compose([f"task={task}"]).total_steps)
+        summary = json.loads(path.read_text()) if path.exists() else None
+        if summary is None or summary["env_steps"] < budget:
+            print(f"not finished: {task} {reward} seed {seed} ({path})")
+            continue
+        curve = summary["eval_curve"]
+        found.setdefault((task, seed), []).append({
+            "task": task, "reward": reward, "seed": seed, "budget": budget, "eval_curve": curve,
+            "final_success": float(curve[-1][1]) if curve else float("nan"), "wall_s": summary["wall_time_s"],
+            "run_dir": summary["run_dir"]})
+    return [r for pair in found.values() if len(pair) == len(REWARDS) for r in pair]
+
+
 ENV_IDS = {"panda_reach": ("rewardforge/PandaReach-v0", 50), "panda_push": ("rewardforge/PandaPush-v0", 100),
            "panda_pick_place": ("rewardforge/PandaPickPlace-v0", 120),
            "panda_drawer_open": ("rewardforge/PandaDrawerOpen-v0", 100)}
@@ -117,6 +138,9 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=0.9, help="keypoint / task success ratio to reach")
     ap.add_argument("--run-root", default="runs/bench/keypoint_vs_task")
     ap.add_argument("--smoke", action="store_true", help="tiny runs: 300 steps, 1 seed, 2 eval episodes")
+    ap.add_argument("--collect", action="store_true",
+                    help="train nothing: report the finished runs already in --run-root (seeds without both "
+                         "rewards finished are left out and listed)")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides, after --")
     ap.add_argument("--alignment", action="store_true",
                     help="no training: reward vs ground-truth progress on all four Panda tasks")
@@ -136,9 +160,12 @@ def main() -> None:
           f"{'budget ' + str(args.steps) if args.steps else 'task budgets'}, {args.jobs} at a time; "
           f"runs in {args.run_root}")
     t0 = time.perf_counter()
-    # worker processes that may start env subprocesses (vector_mode=async): not Pool's daemons
-    with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
-        runs = list(pool.map(_train_one, jobs))
+    if args.collect:
+        runs = _collect(jobs)
+    else:
+        # worker processes that may start env subprocesses (vector_mode=async): not Pool's daemons
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+            runs = list(pool.map(_train_one, jobs))
     wall = time.perf_counter() - t0
 
     rows = []
@@ -160,7 +187,7 @@ def main() -> None:
     print(f"target: keypoint success >= {args.target:.0%} of task-reward success; "
           f"met on {sum(r['meets_target'] for r in rows)}/{len(rows)} task(s); wall {wall / 60:.1f} min")
 
-    summary = {"tasks": args.tasks, "seeds": args.seeds, "steps": args.steps or "task budgets",
+    summary = {"tasks": args.tasks, "seeds": sorted({r["seed"] for r in runs}), "collected": args.collect, "steps": args.steps or "task budgets",
                "overrides": args.overrides, "smoke": args.smoke, "target_ratio": args.target, "rows": rows,
                "wall_s": wall, "runs": [{k: v for k, v in r.items() if k != "eval_curve"} for r in runs]}
     # A smoke run says nothing about learning: its summary stays with its runs, out of results/.
