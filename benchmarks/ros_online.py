@@ -41,6 +41,9 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=10, help="episodes per row of the printed table")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-interventions", action="store_true", help="the person only resets episodes")
+    ap.add_argument("--ros-eval-every", type=int, default=5,
+                    help="every N-th episode is an evaluation on the robot: the policy's mean action, nobody steps "
+                         "in (0: none)")
     ap.add_argument("--out", type=Path, default=None, help="JSON path (default results/ros_online_<task>.json)")
     args = ap.parse_args()
     if args.steps < 1 or args.warmup < 1 or args.eval_every < 0:
@@ -80,14 +83,14 @@ def main() -> None:
     probe = Probe("ros_online_probe")
     probe.sub(Int64, "policy/version", STATE_QOS)
     t0 = time.monotonic()
-    person = {"embodiment_task": task_id, "interventions": not args.no_interventions}
+    person = {"embodiment_task": task_id, "interventions": not args.no_interventions, "eval_every": args.ros_eval_every}
     try:
         with processes(
                 ("sim_robot", {"task": task_id, "seed": args.seed}),
                 ("command_gate", {"max_speed": 0.5, "max_accel": 20.0}),  # as launch/params/online_sim.yaml
                 ("policy_node", {"checkpoint": "", "embodiment_task": task_id, "learner_host": "127.0.0.1",
                                  "transitions_port": tport, "weights_port": wport, "actor_id": "ros-arm",
-                                 "explore": True, "seed": args.seed}),
+                                 "explore": True, "seed": args.seed, "eval_every": args.ros_eval_every}),
                 ("scripted_person", person),
                 ("recorder", {"root": str(work / "episodes"), "embodiment_task": task_id, "source": "intervention",
                               "auto_start": True, "success_topic": "sim/success"})) as procs:
@@ -109,7 +112,10 @@ def main() -> None:
     wall = time.monotonic() - t0
 
     rows = learner.trainer.rows
-    episodes = [r for r in rows if r["kind"] == "episode"]
+    everything = [r for r in rows if r["kind"] == "episode"]
+    episodes = [r for r in everything if not r.get("eval")]  # training episodes (exploring, person on call)
+    ros_evals = [{"step": r["step"], "success": bool(r["success"]), "return": r["episode_return"]}
+                 for r in everything if r.get("eval")]
     evals = [{"step": r["step"], "success": r["eval_success_rate"], "return": r["eval_return"]}
              for r in rows if r["kind"] == "eval"]
     blocks = []
@@ -133,8 +139,9 @@ def main() -> None:
         "intervention_steps": actor.get("intervention_steps", 0), "demo_buffer": actor.get("demo_steps", 0),
         "policy_versions_acted_with": len([v for v in versions if v >= 0]), "recorded_episodes": recorded,
         "final_eval_success": summary.get("final_eval_success"), "evals": evals, "blocks": blocks,
+        "ros_eval_every": args.ros_eval_every, "ros_evals": ros_evals,
         "per_episode": [{k: r.get(k) for k in ("step", "success", "episode_length", "intervention_steps",
-                                                 "episode_return")} for r in episodes],
+                                                 "episode_return", "eval")} for r in everything],
         "command": "uv run --frozen python benchmarks/ros_online.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "no_interventions")),
     }
@@ -146,7 +153,12 @@ def main() -> None:
         print(f"{b['episodes']:>10} {b['last_step']:>8} {b['train_success']:>14.2f} {b['intervention_rate']:>13.2f} "
               f"{b['mean_return']:>8.2f}")
     for e in evals:
-        print(f"eval at {e['step']:>6} env steps: success {e['success']:.2f}, return {e['return']:.2f}")
+        print(f"eval at {e['step']:>6} env steps (learner's gym env): success {e['success']:.2f}, "
+              f"return {e['return']:.2f}")
+    for i in range(0, len(ros_evals), 4):
+        b = ros_evals[i:i + 4]
+        print(f"eval episodes through ROS to step {b[-1]['step']:>6}: success {np.mean([e['success'] for e in b]):.2f} "
+              f"({len(b)} episodes), return {np.mean([e['return'] for e in b]):.2f}")
     out = args.out or RESULTS / f"ros_online_{args.task}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
@@ -168,6 +180,11 @@ def _plot(result: dict, path: Path) -> None:
     if result["evals"]:
         ax.plot([e["step"] for e in result["evals"]], [e["success"] for e in result["evals"]], "^-",
                 label="eval success (learner's env)")
+    if result.get("ros_evals"):
+        ev = result["ros_evals"]
+        x = [ev[i:i + 4][-1]["step"] for i in range(0, len(ev), 4)]
+        ax.plot(x, [np.mean([e["success"] for e in ev[i:i + 4]]) for i in range(0, len(ev), 4)], "v-",
+                label="eval success through ROS (4 episodes)")
     ax.set_xlabel("env steps")
     ax.set_ylim(-0.05, 1.05)
     ax.set_title(f"{result['task']} online through ROS, scripted person")

@@ -25,7 +25,8 @@ Wire format (version 1). Every message is a ZeroMQ multipart message; no frame i
       frame 0   UTF-8 JSON header: {"format": "rewardforge.transitions/1", "actor": str, "seq": int,
                 "policy_version": int (-1: random warm-up actions), "embodiment": spec name,
                 "episodes": [{"env": e, "t": row, "return": float, "length": int, "success": bool}]
-                (episodes that ended at row t of this chunk; "env" and "intervention_steps" optional),
+                (episodes that ended at row t of this chunk; "env", "intervention_steps" and
+                "eval" optional),
                 "arrays": [{"name": str, "dtype": "<f4" | "|b1", "shape": [T, E, ...]}, ...]}
       frame 1+  one raw C-order buffer per entry of "arrays", in that order
 
@@ -308,6 +309,8 @@ def _episodes(raw: Any, T: int) -> list[dict[str, Any]]:
                    "success": bool(ep["success"])}
             if "intervention_steps" in ep:  # optional: steps a person drove (the single loop's episode column)
                 row["intervention_steps"] = int(ep["intervention_steps"])
+            if "eval" in ep:  # optional: an evaluation episode on the robot (mean actions, nobody stepped in)
+                row["eval"] = bool(ep["eval"])
         except (KeyError, TypeError, ValueError):
             raise WireError(f"bad episode entry {str(ep)[:200]}") from None
         if not 0 <= row["t"] < T or not math.isfinite(row["episode_return"]):

@@ -62,8 +62,9 @@ def test_policy_node_learns_online_with_a_scripted_person(tmp_path):
                 ("command_gate", {}),
                 ("policy_node", {"checkpoint": "", "embodiment_task": TASK, "learner_host": "127.0.0.1",
                                  "transitions_port": tport, "weights_port": wport, "chunk_steps": 8,
-                                 "actor_id": ACTOR, "explore": True}),
-                ("scripted_person", {"embodiment_task": TASK, "patience": 1.0, "takeover": 1.0, "episode_s": 3.0}),
+                                 "actor_id": ACTOR, "explore": True, "eval_every": 2}),
+                ("scripted_person", {"embodiment_task": TASK, "patience": 1.0, "takeover": 1.0, "episode_s": 3.0,
+                                     "eval_every": 2}),
                 ("recorder", {"root": str(root), "embodiment_task": TASK, "source": "intervention",
                               "auto_start": True, "success_topic": "sim/success"})) as procs:
             def versions() -> set[int]:
@@ -72,8 +73,9 @@ def test_policy_node_learns_online_with_a_scripted_person(tmp_path):
             def done() -> bool:
                 demo = learner.trainer.demo_buffer
                 resets = [int(m.frame_id) for m in probe.msgs.get("sim/episode", [])]
+                evaluated = any(r.get("eval") for r in learner.trainer.rows if r["kind"] == "episode")
                 return (len(versions()) >= 2 and demo is not None and len(demo) > 0 and max(resets, default=0) >= 2
-                        and learner.actors.get(ACTOR, {}).get("policy_version", -1) >= 0)
+                        and learner.actors.get(ACTOR, {}).get("policy_version", -1) >= 0 and evaluated)
 
             ok = probe.spin_until(lambda: done() or bool(errors), 80, procs)
             state = (f"versions {sorted(versions())[:5]}..., learner {learner.actors}, "
@@ -112,6 +114,10 @@ def test_policy_node_learns_online_with_a_scripted_person(tmp_path):
     # one learner episode per sim episode (3 s = 30 control steps; the first may start late)
     assert all(r["episode_length"] >= 10 for r in episodes[1:]), episodes
     assert any(r["intervention_steps"] > 0 for r in episodes)
+    # every 2nd episode (sim/episode numbers 1, 3, ...) measures the policy alone: nobody steps in
+    evals = [r for r in episodes if r.get("eval")]
+    assert evals and all(r["intervention_steps"] == 0 for r in evals)
+    assert any(r["intervention_steps"] > 0 for r in episodes if not r.get("eval"))
     # (c) the policy node acted with newer and newer weights from the learner
     seen = [m.data for m in probe.msgs["policy/version"]]
     assert seen[0] == -1 and len({v for v in seen if v >= 0}) >= 2

@@ -41,6 +41,10 @@ format there) and acts with the weights the learner sends back (:class:`OnlineAc
   given, until the learner's first weights). ``explore`` samples from the policy (SAC's
   stochastic actor) instead of its mean. ``checkpoint`` may be empty: the node then needs only
   the embodiment (``embodiment_task`` / ``embodiment_file``).
+* evaluation episodes (``eval_every`` N > 0): every N-th episode (sim/episode numbers n with
+  (n + 1) % N == 0) the node acts with the policy's mean action, and the scripted person with the
+  same ``eval_every`` keeps off, so the policy alone is measured on the robot while it learns; those
+  episodes' summaries carry ``"eval": true`` (their transitions still train the learner).
 * a learner that is not there costs nothing: a chunk it does not take within ``send_timeout`` s
   is dropped (counted), so the control loop never waits on the network.
 """
@@ -90,6 +94,14 @@ def robot_spec(task: str, spec_file: str) -> EmbodimentSpec:
         env.close()
 
 
+def _episode_number(msg: Header) -> int | None:
+    """sim/episode's frame_id is the episode number; None if a publisher put something else there."""
+    try:
+        return int(msg.frame_id)
+    except ValueError:
+        return None
+
+
 class OnlineActor:
     """The actor side of online learning inside the policy node (pure Python; the node feeds it).
 
@@ -98,7 +110,7 @@ class OnlineActor:
     module docstring for the definitions."""
 
     def __init__(self, spec: EmbodimentSpec, client, chunk_steps: int, settle: float, explore: bool,
-                 seed: int = 0) -> None:
+                 seed: int = 0, eval_every: int = 0) -> None:
         import torch
 
         self.spec, self.client = spec, client
@@ -112,6 +124,9 @@ class OnlineActor:
         self.exec_sum, self.exec_n, self.intervened = np.zeros(self.A), 0, False
         self.reward, self.success = 0.0, False
         self.starts: list[float] = []  # episode start stamps (sim/episode), ascending
+        self.numbers: list[int] = []  # their episode numbers (sim/episode frame_id)
+        self.eval_every = int(eval_every)
+        self.ep_eval = False  # the episode being decided is an evaluation episode
         self.prev: tuple[np.ndarray, float, float] | None = None  # (obs_flat, lo, hi) of the last tick
         self.pending: list[dict] = []  # transitions not yet decided (episode announcement may lag)
         self.rows: list[dict] = []  # decided, not yet sent
@@ -131,9 +146,18 @@ class OnlineActor:
     def intervention(self, flag: bool) -> None:
         self.intervened |= bool(flag)
 
-    def episode_start(self, stamp: float) -> None:
+    def episode_start(self, stamp: float, number: int | None = None) -> None:
         if not self.starts or stamp > self.starts[-1]:
             self.starts.append(float(stamp))
+            self.numbers.append(len(self.numbers) if number is None else int(number))
+
+    def is_eval(self, number: int | None) -> bool:
+        """Is episode ``number`` an evaluation episode (mean actions, nobody steps in)?"""
+        return self.eval_every > 0 and number is not None and (number + 1) % self.eval_every == 0
+
+    def evaluating(self) -> bool:
+        """Is the current episode (the latest announced) an evaluation episode?"""
+        return self.is_eval(self.numbers[-1] if self.numbers else None)
 
     # ---- weights --------------------------------------------------------------------
     def refresh(self) -> bool:
@@ -154,7 +178,7 @@ class OnlineActor:
 
             x = torch.from_numpy(flatten_state(self.spec, obs)[None].astype(np.float32))
             with torch.inference_mode():
-                return self.net.act(x, deterministic=not self.explore)[0].numpy()
+                return self.net.act(x, deterministic=not self.explore or self.evaluating())[0].numpy()
         if fallback is not None:
             return np.asarray(fallback(obs), np.float32)
         return self.rng.uniform(-1.0, 1.0, self.A).astype(np.float32)
@@ -197,6 +221,8 @@ class OnlineActor:
                 continue
             tr["hi1"] = hi1
             self.rows.append(tr)
+            if self.cur_ep is None:  # the episode's first decided step (e0: starts announced up to it)
+                self.ep_eval = self.is_eval(self.numbers[e0 - 1] if e0 > 0 else None)
             self.cur_ep = e0
             self.ep_ret += tr["reward"]
             self.ep_len += 1
@@ -213,7 +239,8 @@ class OnlineActor:
         if self.rows and not self.rows[-1].get("truncated"):
             self.rows[-1]["truncated"] = True
             self.episodes.append({"t": len(self.rows) - 1, "return": float(self.ep_ret), "length": int(self.ep_len),
-                                  "success": bool(self.ep_success), "intervention_steps": int(self.ep_intv)})
+                                  "success": bool(self.ep_success), "intervention_steps": int(self.ep_intv),
+                                  "eval": bool(self.ep_eval)})
             self.episodes_done += 1
         self.cur_ep = None
         self.ep_ret, self.ep_len, self.ep_success, self.ep_intv = 0.0, 0, False, 0
@@ -340,7 +367,7 @@ class PolicyNode(Node):
         client = ActorClient(f"tcp://{host}:{ports['transitions_port']}", f"tcp://{host}:{ports['weights_port']}",
                              p("actor_id", "").value or None, send_timeout, embodiment=self.spec.name)
         self.actor = OnlineActor(self.spec, client, chunk, settle, bool(p("explore", True).value),
-                                 int(p("seed", 0).value))
+                                 int(p("seed", 0).value), int(p("eval_every", 0).value))
         actor = self.actor
         self.create_subscription(Float64MultiArray, "gate/executed",
                                  lambda m: actor.executed(np.asarray(m.data, float)), STATE_QOS)
@@ -350,7 +377,7 @@ class PolicyNode(Node):
         self.create_subscription(Bool, p("success_topic", "sim/success").value,
                                  lambda m: setattr(actor, "success", bool(m.data)), STATE_QOS)
         self.create_subscription(Header, p("episode_topic", "sim/episode").value,
-                                 lambda m: actor.episode_start(to_sec(m.stamp)), LATCHED_QOS)
+                                 lambda m: actor.episode_start(to_sec(m.stamp), _episode_number(m)), LATCHED_QOS)
         self.pub_version = self.create_publisher(Int64, "policy/version", STATE_QOS)
         self.create_timer(5.0, self._report)
 
@@ -411,7 +438,8 @@ class PolicyNode(Node):
             self.get_logger().warning("no command: " + "; ".join(problems[:3]), throttle_duration_sec=2.0)
             return
         if actor is not None:
-            fallback = (lambda o: self.policy(o, deterministic=not actor.explore)) if self.policy is not None else None
+            mean = not actor.explore or actor.evaluating()
+            fallback = (lambda o: self.policy(o, deterministic=mean)) if self.policy is not None else None
             a = np.clip(actor.act(obs, fallback), -1.0, 1.0)
             self.pub_version.publish(Int64(data=actor.version))
         else:

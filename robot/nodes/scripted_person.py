@@ -10,7 +10,9 @@ seconds it publishes SpaceMouse ``spacenav/twist`` messages for ``takeover`` sec
 with the task's scripted expert (sim/panda/experts.py) on the observation the policy also reads
 (robot/observation.py). The command gate turns that into a takeover (robot/takeover.py: flag,
 executed command) exactly as it would for a person. At most ``max_per_episode`` takeovers per
-episode, none before ``start_after`` seconds into it.
+episode, none before ``start_after`` seconds into it, and none in evaluation episodes (``eval_every``
+N > 0: sim/episode numbers n with (n + 1) % N == 0, where the policy node, given the same N, acts
+with its mean action: the policy alone, measured on the robot).
 
 Axes: the expert's normalised action a moves the arm at a * action_scale * control_hz (m/s);
 the gate maps an axis value x to x * human_linear_scale (m/s), so the person sends
@@ -72,6 +74,8 @@ class ScriptedPersonNode(Node):
         task = p("embodiment_task", "rewardforge/PandaReach-v0").value
         self.rate = float(p("rate", 20.0).value)  # Hz: decisions and SpaceMouse messages (gate times out at 0.25 s)
         self.enabled = bool(p("interventions", True).value)
+        self.eval_every = int(p("eval_every", 0).value)  # every N-th episode: keep off (the policy node's eval_every)
+        self.eval_episode = False
         patience, min_gain = float(p("patience", 1.5).value), float(p("min_gain", 0.02).value)
         self.takeover_s = float(p("takeover", 1.5).value)
         self.max_per_episode = int(p("max_per_episode", 2).value)
@@ -145,6 +149,11 @@ class ScriptedPersonNode(Node):
         if self.episode_start is not None and start <= self.episode_start:
             return
         self.episode_start = start
+        try:
+            number = int(msg.frame_id)
+        except ValueError:
+            number = None
+        self.eval_episode = self.eval_every > 0 and number is not None and (number + 1) % self.eval_every == 0
         self.count, self.takeover_until = 0, -np.inf
         self.stray.clear()
         if hasattr(self.expert, "reset"):
@@ -163,7 +172,7 @@ class ScriptedPersonNode(Node):
             return  # the sim robot has not announced an episode yet
         if self.reset_client is not None and self._manage_episode(now):
             return
-        if not self.enabled:
+        if not self.enabled or self.eval_episode:
             return
         obs, _ = self.assembler.assemble(now)
         if now < self.takeover_until:
