@@ -189,6 +189,9 @@ class ScriptedPersonNode(Node):
             self.takeover_until = -np.inf
             self.stray.clear()
         stuck = self.stray.update(now, self.progress)
+        if self.success:  # at the goal progress cannot rise any more: that is not straying
+            self.stray.clear()
+            stuck = False
         if (stuck and obs is not None and self.count < self.max_per_episode
                 and now - self.episode_start >= self.start_after):
             self.count += 1
