@@ -73,7 +73,10 @@ def test_policy_node_learns_online_with_a_scripted_person(tmp_path):
             def done() -> bool:
                 demo = learner.trainer.demo_buffer
                 resets = [int(m.frame_id) for m in probe.msgs.get("sim/episode", [])]
-                evaluated = any(r.get("eval") for r in learner.trainer.rows if r["kind"] == "episode")
+                ended = [r for r in learner.trainer.rows if r["kind"] == "episode"]
+                # an evaluation episode and a training episode the person stepped into have both ended
+                evaluated = (any(r.get("eval") for r in ended)
+                             and any(r.get("intervention_steps", 0) > 0 and not r.get("eval") for r in ended))
                 return (len(versions()) >= 2 and demo is not None and len(demo) > 0 and max(resets, default=0) >= 2
                         and learner.actors.get(ACTOR, {}).get("policy_version", -1) >= 0 and evaluated)
 
