@@ -62,6 +62,25 @@ def compose(config_dir: str, config_name: str, overrides: Sequence[str] = (), **
         return hydra_compose(config_name=config_name, overrides=list(overrides), **kwargs)
 
 
+def compose_task_command(config_dir: str, config_name: str, overrides: Sequence[str], keys: Sequence[str],
+                         error: type[Exception]) -> tuple[DictConfig, str]:
+    """Compose a command config that has a ``task`` group (recording, teleoperation): the config
+    without Hydra's own node, and the chosen task's config name. Hydra's errors become ``error``
+    listing the valid ``keys``."""
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        cfg = compose(config_dir, config_name, overrides, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise error(f"{err}\nvalid keys: {', '.join(keys)}, task=<name in configs/task/>, task.kwargs.<key>") from err
+    choice = str(cfg.hydra.runtime.choices.task)
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    plain.pop("hydra", None)
+    return OmegaConf.create(plain), choice
+
+
 def hydra_command(config_dir: str, config_name: str, app: Any, check: Any, errors: tuple[type[Exception], ...]) -> None:
     """Run ``app(cfg)`` as a Hydra command: unknown ``key=value`` overrides (``check``) and config
     errors (``errors``) end with one line ``config error: ...`` and exit status 2, not a traceback."""

@@ -27,10 +27,13 @@ limit, since cameras run slower than joint states. Pure Python, no rclpy.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import yaml
 
 from common.spec import EmbodimentSpec
 
@@ -165,3 +168,21 @@ def with_cameras(spec: EmbodimentSpec, cameras: list[str], size: int) -> Embodim
                            description=f"RGB from camera {c!r}")
                   for c in cameras if f"image_{c}" not in spec.obs_names)
     return replace(spec, observations=spec.observations + extra)
+
+
+def robot_spec(task: str, spec_file: str) -> EmbodimentSpec:
+    """The spec the robot follows: from a file if given, else from the named sim task (every node
+    that reads or commands the robot builds its spec here)."""
+    if spec_file:
+        text = Path(spec_file).read_text()
+        data = json.loads(text) if spec_file.endswith(".json") else yaml.safe_load(text)
+        return EmbodimentSpec.from_dict(data)
+    if not task:
+        raise ValueError("set parameter embodiment_task (a sim task id) or embodiment_file (a spec file)")
+    import sim
+
+    env = sim.make(task)
+    try:
+        return env.unwrapped.embodiment
+    finally:
+        env.close()

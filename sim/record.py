@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig
 
 CONFIG_DIR = (Path(__file__).resolve().parent.parent / "configs").as_posix()
 
@@ -77,21 +77,11 @@ def _register() -> None:
 
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> tuple[DictConfig, str]:
     """Build the record config from ``key=value`` overrides; returns (config, task choice)."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from common.cli import compose as hydra_compose
+    from common.cli import compose_task_command
 
     _register()
-    try:
-        cfg = hydra_compose(CONFIG_DIR, "record_schema", overrides, return_hydra_config=True)
-    except (HydraException, OmegaConfBaseException) as err:
-        keys = ", ".join(k for k in RecordConfig.__dataclass_fields__ if k != "defaults")
-        raise RecordConfigError(f"{err}\nvalid keys: {keys}, task=<name in configs/task/>, task.kwargs.<key>") from err
-    choice = str(cfg.hydra.runtime.choices.task)
-    plain = OmegaConf.to_container(cfg, resolve=False)
-    plain.pop("hydra", None)
-    cfg = OmegaConf.create(plain)
+    keys = [k for k in RecordConfig.__dataclass_fields__ if k != "defaults"]
+    cfg, choice = compose_task_command(CONFIG_DIR, "record_schema", overrides, keys, RecordConfigError)
     validate(cfg)
     return cfg, choice
 

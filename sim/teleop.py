@@ -653,22 +653,12 @@ def check_overrides(overrides: Sequence[str]) -> None:
 
 def compose(overrides: Sequence[str] = ()) -> tuple[DictConfig, str]:
     """Build the teleop config from ``key=value`` overrides; returns (config, task choice)."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from common.cli import compose as hydra_compose
+    from common.cli import compose_task_command
 
     _register()
     check_overrides(overrides)
-    try:
-        cfg = hydra_compose(CONFIG_DIR, "teleop", overrides, return_hydra_config=True)
-    except (HydraException, OmegaConfBaseException) as err:
-        keys = ", ".join(TeleopConfig.__dataclass_fields__)
-        raise TeleopConfigError(f"{err}\nvalid keys: {keys}, task=<name in configs/task/>, task.kwargs.<key>") from err
-    choice = str(cfg.hydra.runtime.choices.task)
-    plain = OmegaConf.to_container(cfg, resolve=False)
-    plain.pop("hydra", None)
-    cfg = OmegaConf.create(plain)
+    cfg, choice = compose_task_command(CONFIG_DIR, "teleop", overrides, list(TeleopConfig.__dataclass_fields__),
+                                       TeleopConfigError)
     validate(cfg)
     return cfg, choice
 

@@ -29,6 +29,7 @@ from sensor_msgs.msg import Joy
 from std_msgs.msg import Bool, Float64, Float64MultiArray
 from std_srvs.srv import Trigger
 
+from robot.observation import robot_spec
 from robot.ros_io import COMMAND_QOS, LATCHED_QOS, STATE_QOS, to_sec, to_stamp, twist_msg
 from robot.safety import CartesianCommand, SafetyLayer, SafetyLimits
 from robot.takeover import TakeoverConfig, TakeoverMux
@@ -64,8 +65,6 @@ class CommandGateNode(Node):
         self.control_hz = float(p("control_hz", 10.0).value)
         embodiment, spec_file = p("embodiment_task", "").value, p("embodiment_file", "").value
         if embodiment or spec_file:
-            from robot.nodes.policy_node import robot_spec
-
             spec = robot_spec(embodiment, spec_file)
             self.exec_layout = tuple(spec.action.layout)
             self.exec_scale = tuple(s * spec.control_hz for s in spec.action.scale)

@@ -51,7 +51,6 @@ format there) and acts with the weights the learner sends back (:class:`OnlineAc
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -64,7 +63,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Bool, Float64, Float64MultiArray, Header, Int64
 
 from common.spec import EmbodimentSpec, flatten_state
-from robot.observation import ObservationAssembler, load_sources, with_cameras
+from robot.observation import ObservationAssembler, load_sources, robot_spec, with_cameras
 from robot.ros_io import (
     COMMAND_QOS,
     IMAGE_QOS,
@@ -75,23 +74,6 @@ from robot.ros_io import (
     to_sec,
     twist_msg,
 )
-
-
-def robot_spec(task: str, spec_file: str) -> EmbodimentSpec:
-    """The spec the robot follows: from a file if given, else from the named sim task."""
-    if spec_file:
-        text = Path(spec_file).read_text()
-        data = json.loads(text) if spec_file.endswith(".json") else yaml.safe_load(text)
-        return EmbodimentSpec.from_dict(data)
-    if not task:
-        raise ValueError("set parameter embodiment_task (a sim task id) or embodiment_file (a spec file)")
-    import sim
-
-    env = sim.make(task)
-    try:
-        return env.unwrapped.embodiment
-    finally:
-        env.close()
 
 
 def _episode_number(msg: Header) -> int | None:

@@ -30,8 +30,7 @@ from std_msgs.msg import Bool, Float64, Float64MultiArray
 
 from rewards import RewardTerm, Transitions
 from rewards.monitor import RewardMonitor
-from robot.nodes.policy_node import robot_spec
-from robot.observation import ObservationAssembler, load_sources, with_cameras
+from robot.observation import ObservationAssembler, load_sources, robot_spec, with_cameras
 from robot.ros_io import IMAGE_QOS, STATE_QOS, image_array, subscribe_sources, to_sec, to_stamp
 
 
