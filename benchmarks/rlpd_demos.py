@@ -64,7 +64,7 @@ def _train_one(args: tuple[str, str, int, int, int, str, list[str], str, list[st
     from policies.train import run
 
     overrides = [f"task={task}", f"seed={seed}", f"total_steps={steps}", f"eval_every={eval_every}",
-                 "progress=false", "video=false", f"run_dir={run_root}/{method}/seed{seed}", "resume=true"]
+                 "progress=false", "video=false", f"run_dir={run_root}/{task}/{method}/seed{seed}", "resume=true"]
     overrides += [o.format(demos=demos) for o in METHODS[method]]
     if method.startswith("rlpd"):
         overrides += rlpd_extra
@@ -89,7 +89,7 @@ def main() -> None:
     args = ap.parse_args()
 
     needs_demos = any("{demos}" in o for m in args.methods for o in METHODS[m])
-    demos = record_demos(args.task, args.demos, Path(args.run_root) / "demos") if needs_demos else ""
+    demos = record_demos(args.task, args.demos, Path(args.run_root) / args.task / "demos") if needs_demos else ""
     jobs = [(args.task, m, s, args.steps, args.eval_every, str(demos), args.overrides, args.run_root, args.rlpd)
             for s in args.seeds for m in args.methods]
     t0 = time.perf_counter()
