@@ -5,7 +5,8 @@ the takeover path there is ``robot/takeover.py``. In simulation the same idea ne
 for "strays" and a stand-in for the person: the task's scripted expert. The rule reads the
 env's ground-truth task progress (``info["progress"]`` in [0, 1]): if it has not risen by
 ``min_gain`` over the last ``patience`` steps, the expert takes over for ``takeover_steps``
-steps, then hands back. At most ``max_per_episode`` takeovers per episode, so the policy
+steps, then hands back. Nobody steps in while the task reads as solved (``info["success"]``):
+a reach policy hovering within the tolerance makes no progress, and that is fine. At most ``max_per_episode`` takeovers per episode, so the policy
 keeps most of the episode to itself.
 
 The wrapper reports what happened in ``info``: ``intervention`` (the expert's action was
@@ -45,10 +46,12 @@ class ScriptedIntervention(gym.Wrapper):
         self._left = 0  # steps of the current takeover still to run
         self._count = 0  # takeovers this episode
         self._t = 0
+        self._success = False  # the env's success flag after the last step
 
     def reset(self, **kwargs: Any) -> tuple[dict, dict]:
         obs, info = self.env.reset(**kwargs)
         self._obs, self._left, self._count, self._t = obs, 0, 0, 0
+        self._success = bool(info.get("success", False))
         self._progress.clear()
         self._progress.append(float(info.get("progress", 0.0)))
         if hasattr(self.expert, "reset"):
@@ -56,9 +59,10 @@ class ScriptedIntervention(gym.Wrapper):
         return obs, info
 
     def _stuck(self) -> bool:
-        """Progress has not risen by ``min_gain`` over the last ``patience`` steps."""
+        """Progress has not risen by ``min_gain`` over the last ``patience`` steps, and the task is not solved."""
         p = self._progress
-        return len(p) > self.patience and max(p) - p[0] < self.min_gain and p[-1] < 1.0
+        return (len(p) > self.patience and max(p) - p[0] < self.min_gain and p[-1] < 1.0
+                and not self._success)
 
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
         if self._obs is None:
@@ -77,6 +81,7 @@ class ScriptedIntervention(gym.Wrapper):
                 self._progress.clear()  # judge the policy afresh after a handback
         obs, reward, terminated, truncated, info = self.env.step(executed)
         self._obs, self._t = obs, self._t + 1
+        self._success = bool(info.get("success", False))
         self._progress.append(float(info.get("progress", 0.0)))
         info = dict(info, intervention=intervening, executed_action=executed, policy_action=policy_action,
                     interventions=self._count)
