@@ -65,6 +65,8 @@ def _grads(agent: SAC) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("overrides", [
     [],
     ["agent.critic_ensemble=5", "agent.target_subset=2", "agent.actor_q=mean", "agent.hidden=[32,16,24]"],
+    ["agent=rlpd", "agent.critic_ensemble=4", "agent.hidden=[32,16,24]"],  # LayerNorm critics, subset of 2
+    ["agent.critic_layer_norm=true"],
 ])
 def test_manual_gradients_equal_autograd(overrides: list[str]) -> None:
     manual, auto = _pair(overrides)
@@ -104,11 +106,13 @@ def test_critic_only_update_leaves_the_actor_alone() -> None:
         torch.testing.assert_close(pm.grad, pa.grad, rtol=1e-4, atol=1e-5)
 
 
-def test_bf16_manual_gradients_as_accurate_as_autocast() -> None:
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_bf16_manual_gradients_as_accurate_as_autocast(layer_norm: bool) -> None:
     """bf16 products round differently in the two implementations; measured against the fp32
     gradient, the manual one must be about as accurate as autocast's (relative Frobenius error)."""
-    manual, auto = _pair(["agent.precision=bf16"])
-    ref = _pair([])[1]
+    ln = [f"agent.critic_layer_norm={str(layer_norm).lower()}"]
+    manual, auto = _pair(["agent.precision=bf16", *ln])
+    ref = _pair(ln)[1]
     eps_obs, eps_next = torch.randn(B, ACT), torch.randn(B, ACT)
     for agent in (manual, auto, ref):
         torch.manual_seed(5)
@@ -122,7 +126,9 @@ def test_bf16_manual_gradients_as_accurate_as_autocast() -> None:
 
 
 def test_unsupported_configs_use_autograd() -> None:
-    cfg = compose(["task=panda_reach", "agent=rlpd"]).agent  # LayerNorm critics
+    cfg = compose(["task=panda_reach", "agent=rlpd"]).agent  # LayerNorm critics: manual
+    assert fused.supported(cfg) and SAC(OBS, ACT, cfg)._manual
+    cfg = compose(["task=panda_reach", "agent.actor_layer_norm=true"]).agent
     assert not fused.supported(cfg) and not SAC(OBS, ACT, cfg)._manual
     cfg = compose(["task=panda_reach", "agent.backward=autograd"]).agent
     assert fused.supported(cfg) and not SAC(OBS, ACT, cfg)._manual
