@@ -2,9 +2,10 @@
 
 The critic ensemble keeps the weights of all N members in one tensor per layer,
 ``(N, in, out)``, and evaluates every member with one batched matmul
-(``torch.baddbmm``) instead of a Python loop over N small MLPs. With N = 10
-(RLPD, Ball et al. 2023; SERL) this costs about the same as N = 2 on a CPU,
-because small-matrix work is dominated by per-op overhead, not FLOPs.
+(``torch.baddbmm``) instead of a Python loop over N small MLPs, so the per-op overhead is
+paid once for all members. The arithmetic still grows with N: on this 2-core CPU a critic
+update with N = 10 LayerNorm critics (RLPD, Ball et al. 2023; SERL) runs at about a third of
+the rate of N = 2 (benchmarks/update_speed.py).
 """
 
 from __future__ import annotations
