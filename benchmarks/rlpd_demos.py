@@ -69,7 +69,22 @@ def _train_one(args: tuple[str, str, int, int, int, str, list[str], str, list[st
     if method.startswith("rlpd"):
         overrides += rlpd_extra
     result = run(compose([*overrides, *extra]))
-    return {"method": method, "seed": seed, "eval_curve": result["eval_curve"]}
+    return {"method": method, "seed": seed, "eval_curve": result["eval_curve"],
+            "train_curve": train_curve(Path(run_root) / task / method / f"seed{seed}" / "metrics.jsonl", eval_every)}
+
+
+def train_curve(metrics: Path, every: int) -> list[tuple[int, float, float]]:
+    """(end step, success rate of the training episodes, share of steps a person drove) per block of
+    ``every`` env steps: what happened while training, the person's help included (the evaluations
+    show the policy alone)."""
+    episodes = [r for r in map(json.loads, metrics.read_text().splitlines()) if r["kind"] == "episode"]
+    out = []
+    for end in range(every, max((e["step"] for e in episodes), default=0) + every, every):
+        block = [e for e in episodes if end - every < e["step"] <= end]
+        if block:
+            driven = sum(e.get("intervention_steps", 0) for e in block) / sum(e["episode_length"] for e in block)
+            out.append((end, float(np.mean([e["success"] for e in block])), float(driven)))
+    return out
 
 
 def main() -> None:
@@ -110,10 +125,19 @@ def main() -> None:
                 curve.append({"step": st, "median": float(np.median(vals)), "iqm": iqm, "ci_low": lo, "ci_high": hi,
                               "per_seed": vals.tolist()})
         # The issue's statistic is the median over seeds (with 3 seeds the IQM is their plain mean).
-        summary[method] = {"curve": curve, "mean_iqm": float(np.mean([c["iqm"] for c in curve])) if curve else None,
+        blocks = sorted({st for r in mine for st, _, _ in r["train_curve"]})
+        train = []
+        for st in blocks:
+            vals = [dict((b, (x, y)) for b, x, y in r["train_curve"]).get(st) for r in mine]
+            if all(v is not None for v in vals):
+                train.append({"step": st, "success_median": float(np.median([v[0] for v in vals])),
+                              "person_share_median": float(np.median([v[1] for v in vals]))})
+        summary[method] = {"curve": curve, "train_curve": train, "mean_iqm": float(np.mean([c["iqm"] for c in curve])) if curve else None,
                            "mean_median": float(np.mean([c["median"] for c in curve])) if curve else None,
                            "first_step_at_target": next((c["step"] for c in curve if c["median"] >= args.target), None)}
         print(f"{method} (median over seeds): " + ", ".join(f"{c['step'] / 1000:g}k {c['median']:.2f}" for c in curve))
+        print("  training episodes (success, person's share): "
+              + ", ".join(f"{t['step'] / 1000:g}k {t['success_median']:.2f}/{t['person_share_median']:.2f}" for t in train))
     if {"rlpd", "sac"} <= set(args.methods):
         r_at, s_at = summary["rlpd"]["first_step_at_target"], summary["sac"]["first_step_at_target"]
         met = r_at is not None and (s_at is None or r_at <= s_at / 3)
