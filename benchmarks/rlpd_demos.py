@@ -154,6 +154,7 @@ def main() -> None:
                   f"{'rises faster' if a > b else 'not faster'} with interventions")
     RESULTS.mkdir(exist_ok=True)
     tag = "" if args.methods == ["rlpd", "sac"] else "_" + "_".join(m.replace("+", "-") for m in args.methods)
+    tag += "".join(f"_{o.split('.')[-1].replace('=', '-')}" for o in args.overrides)  # as sac_success.py
     out = RESULTS / f"rlpd_{args.task}_{args.steps}{tag}.json"
     out.write_text(json.dumps(summary, indent=2))
     print(f"wrote {out}")
