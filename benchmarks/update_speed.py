@@ -69,13 +69,11 @@ def main() -> None:
                      "updates_per_round": args.updates, "rounds": args.rounds,
                      "loadavg_before": os.getloadavg()[0], "configs": {}}
     for name, overrides in CONFIGS.items():
-        cfg = compose([f"task={args.task}", *overrides]).agent
         agents = {}
-        for backward in ("manual", "autograd"):
+        for backward in ("manual", "autograd"):  # the config's own switch (agent.backward)
             torch.manual_seed(0)
-            agent = SAC(obs_dim, act_dim, cfg)
-            agent._manual = backward == "manual" and agent._manual
-            agents[backward] = agent
+            agents[backward] = SAC(obs_dim, act_dim, compose([f"task={args.task}", *overrides,
+                                                              f"agent.backward={backward}"]).agent)
         if not agents["manual"]._manual:
             print(f"{name}: not supported by the manual backward, skipped")
             continue

@@ -26,6 +26,34 @@ import gymnasium as gym
 import numpy as np
 
 
+class StrayDetector:
+    """"No progress for a while": progress rose less than ``min_gain`` over the last ``patience``
+    time units (env steps here, seconds in the ROS scripted person), while the task is not solved.
+
+    Solved (the env's success flag, or progress 1) is never straying, and the watch starts afresh
+    after it: a policy holding still at the goal makes no progress, and that is fine."""
+
+    def __init__(self, patience: float, min_gain: float) -> None:
+        self.patience, self.min_gain = float(patience), float(min_gain)
+        self.history: deque[tuple[float, float]] = deque()
+
+    def clear(self) -> None:
+        self.history.clear()
+
+    def update(self, t: float, progress: float, solved: bool = False) -> bool:
+        """Record progress at time ``t``; True when the rule says step in now."""
+        if solved:
+            self.history.clear()
+            return False
+        h = self.history
+        h.append((float(t), float(progress)))
+        while len(h) > 1 and h[1][0] <= t - self.patience:  # keep one sample at or before the window start
+            h.popleft()
+        if h[0][0] > t - self.patience or progress >= 1.0:
+            return False  # not watched for long enough yet, or done
+        return max(p for _, p in h) - h[0][1] < self.min_gain
+
+
 class ScriptedIntervention(gym.Wrapper):
     def __init__(self, env: gym.Env, expert: Callable[[dict], np.ndarray] | None = None, patience: int = 15,
                  min_gain: float = 0.02, takeover_steps: int = 15, max_per_episode: int = 2,
@@ -42,34 +70,27 @@ class ScriptedIntervention(gym.Wrapper):
         self.patience, self.min_gain, self.takeover_steps = int(patience), float(min_gain), int(takeover_steps)
         self.max_per_episode, self.start_after = int(max_per_episode), int(start_after)
         self._obs: dict | None = None
-        self._progress: deque[float] = deque(maxlen=self.patience + 1)
+        self._stray = StrayDetector(self.patience, self.min_gain)
+        self._stuck = False  # the rule's verdict after the last step
         self._left = 0  # steps of the current takeover still to run
         self._count = 0  # takeovers this episode
         self._t = 0
-        self._success = False  # the env's success flag after the last step
 
     def reset(self, **kwargs: Any) -> tuple[dict, dict]:
         obs, info = self.env.reset(**kwargs)
         self._obs, self._left, self._count, self._t = obs, 0, 0, 0
-        self._success = bool(info.get("success", False))
-        self._progress.clear()
-        self._progress.append(float(info.get("progress", 0.0)))
+        self._stray.clear()
+        self._stuck = self._stray.update(0, float(info.get("progress", 0.0)), bool(info.get("success", False)))
         if hasattr(self.expert, "reset"):
             self.expert.reset()
         return obs, info
-
-    def _stuck(self) -> bool:
-        """Progress has not risen by ``min_gain`` over the last ``patience`` steps, and the task is not solved."""
-        p = self._progress
-        return (len(p) > self.patience and max(p) - p[0] < self.min_gain and p[-1] < 1.0
-                and not self._success)
 
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
         if self._obs is None:
             raise RuntimeError("call reset() before step()")
         policy_action = np.asarray(action, dtype=np.float32)
         if (self._left == 0 and self._count < self.max_per_episode and self._t >= self.start_after
-                and self._stuck()):
+                and self._stuck):
             self._left, self._count = self.takeover_steps, self._count + 1
             if hasattr(self.expert, "reset"):
                 self.expert.reset()  # the expert plans from where the arm is now
@@ -78,11 +99,10 @@ class ScriptedIntervention(gym.Wrapper):
         if intervening:
             self._left -= 1
             if self._left == 0:
-                self._progress.clear()  # judge the policy afresh after a handback
+                self._stray.clear()  # judge the policy afresh after a handback
         obs, reward, terminated, truncated, info = self.env.step(executed)
         self._obs, self._t = obs, self._t + 1
-        self._success = bool(info.get("success", False))
-        self._progress.append(float(info.get("progress", 0.0)))
+        self._stuck = self._stray.update(self._t, float(info.get("progress", 0.0)), bool(info.get("success", False)))
         info = dict(info, intervention=intervening, executed_action=executed, policy_action=policy_action,
                     interventions=self._count)
         return obs, reward, terminated, truncated, info

@@ -12,8 +12,8 @@ from std_msgs.msg import Bool, Header, Int64
 from common.episodes import Dataset
 from policies.distributed import Learner, compose_all
 from robot.harness import Probe, processes
-from robot.nodes.scripted_person import StrayDetector
 from robot.ros_io import LATCHED_QOS, STATE_QOS
+from sim.intervention import StrayDetector
 
 TASK = "rewardforge/PandaReach-v0"
 ACTOR = "ros-arm"

@@ -33,7 +33,6 @@ then tells the recorder ``start``. Episode starts come from the sim robot's latc
 from __future__ import annotations
 
 import os
-from collections import deque
 
 import numpy as np
 from geometry_msgs.msg import Twist
@@ -44,27 +43,7 @@ from std_srvs.srv import Trigger
 
 from robot.observation import ObservationAssembler, load_sources
 from robot.ros_io import COMMAND_QOS, LATCHED_QOS, STATE_QOS, subscribe_sources, to_sec
-
-
-class StrayDetector:
-    """"No progress for a while": progress rose less than ``min_gain`` over the last ``patience``
-    seconds (pure Python, times in seconds, so the rule is testable without ROS)."""
-
-    def __init__(self, patience: float, min_gain: float) -> None:
-        self.patience, self.min_gain = float(patience), float(min_gain)
-        self.history: deque[tuple[float, float]] = deque()
-
-    def clear(self) -> None:
-        self.history.clear()
-
-    def update(self, t: float, progress: float) -> bool:
-        h = self.history
-        h.append((float(t), float(progress)))
-        while len(h) > 1 and h[1][0] <= t - self.patience:  # keep one sample at or before the window start
-            h.popleft()
-        if h[0][0] > t - self.patience or progress >= 1.0:
-            return False  # not watched for long enough yet, or done
-        return max(p for _, p in h) - h[0][1] < self.min_gain
+from sim.intervention import StrayDetector
 
 
 class ScriptedPersonNode(Node):
@@ -188,10 +167,7 @@ class ScriptedPersonNode(Node):
         if self.takeover_until > -np.inf:  # just let go: judge the policy afresh
             self.takeover_until = -np.inf
             self.stray.clear()
-        stuck = self.stray.update(now, self.progress)
-        if self.success:  # at the goal progress cannot rise any more: that is not straying
-            self.stray.clear()
-            stuck = False
+        stuck = self.stray.update(now, self.progress, self.success)
         if (stuck and obs is not None and self.count < self.max_per_episode
                 and now - self.episode_start >= self.start_after):
             self.count += 1
