@@ -140,6 +140,7 @@ class TrainConfig:
     demos: str | None = None
     demo_ratio: float = 0.5
     bc_steps: int = 0  # behaviour-cloning steps on the demos before RL (0: none)
+    bc_loss: str = "mse"  # mse | nll (SACAgent.bc_update says why mse)
     demos_success_only: bool = False  # keep only the demo episodes labelled successful (HIL-SERL's demos)
     # A scripted person (sim/intervention.py) who takes over when the policy stops making progress.
     intervention: InterventionConfig = field(default_factory=lambda: InterventionConfig())
@@ -219,6 +220,8 @@ def validate(cfg: DictConfig) -> None:
                   "torchvision resnet18 state dict (nothing is downloaded)")
     if cfg.vector_mode not in ("sync", "async"):
         _fail("vector_mode", cfg.vector_mode, "allowed values: sync, async")
+    if cfg.bc_loss not in ("mse", "nll"):
+        _fail("bc_loss", cfg.bc_loss, "allowed values: mse, nll")
     dev = cfg.device
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         _fail("device", dev, "allowed values: auto, cpu, cuda, cuda:N")

@@ -313,11 +313,12 @@ class PixelSAC(SAC):
                 torch._foreach_lerp_(self._enc_target, self._enc_online, self.encoder_tau)
         return metrics
 
-    def bc_update(self, obs: Mapping[str, Tensor], act: Tensor, eps: float = 0.05) -> Tensor:  # type: ignore[override]
+    def bc_update(self, obs: Mapping[str, Tensor], act: Tensor, loss: str = "mse",  # type: ignore[override]
+                  eps: float = 0.05) -> Tensor:
         """Behaviour cloning of the actor on (detached) encoder features."""
         with torch.no_grad():
             feats = self.encode(obs, augment=True)
-        return super().bc_update(feats, act, eps)
+        return super().bc_update(feats, act, loss, eps)
 
     # ---- state ------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

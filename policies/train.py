@@ -529,7 +529,7 @@ class Trainer:
         B = self._agent_hp.batch_size
         for k in tqdm(range(steps), desc="BC pretraining", disable=not self.cfg.progress, unit="step"):
             t = {k: torch.from_numpy(v).to(self.device) for k, v in self.demo_buffer.sample(B).items()}
-            loss = self.agent.bc_update(self._obs_slice(t, "obs", slice(None)), t["action"])
+            loss = self.agent.bc_update(self._obs_slice(t, "obs", slice(None)), t["action"], self.cfg.bc_loss)
             if k % 100 == 0 or k == steps - 1:
                 self.bc_losses.append(float(loss))
         self.record({"step": 0, "kind": "bc", "bc_steps": steps, "bc_loss": self.bc_losses[-1]})
