@@ -73,13 +73,20 @@ def load_demo_buffer(path: str, spec: EmbodimentSpec, term: Any = None, scale: f
     return buf, info
 
 
+def demo_rows_in(offline: ReplayBuffer | None, batch_size: int, ratio: float) -> int:
+    """How many rows at the end of each of :func:`mixed_sample`'s minibatches are offline ones."""
+    if offline is None or ratio <= 0.0 or len(offline) == 0:
+        return 0
+    return int(round(ratio * batch_size))
+
+
 def mixed_sample(online: ReplayBuffer, offline: ReplayBuffer | None, batch_size: int, utd: int, ratio: float,
                  n_step: int, gamma: float) -> dict[str, np.ndarray]:
     """``utd`` minibatches of ``batch_size`` stacked along axis 0; with an offline buffer each
     minibatch holds ``round(ratio * batch_size)`` offline transitions and the rest online ones."""
-    if offline is None or ratio <= 0.0 or len(offline) == 0:  # e.g. no intervention yet
+    n_off = demo_rows_in(offline, batch_size, ratio)
+    if n_off == 0:  # e.g. no intervention yet
         return online.sample(batch_size * utd, n_step, gamma)
-    n_off = int(round(ratio * batch_size))
     n_on = batch_size - n_off
     off = offline.sample(n_off * utd, n_step, gamma)
     if n_on == 0:

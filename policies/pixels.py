@@ -299,14 +299,15 @@ class PixelSAC(SAC):
 
     # ---- learning ---------------------------------------------------------
     def update(self, obs: Mapping[str, Tensor], act: Tensor, rew: Tensor,  # type: ignore[override]
-               next_obs: Mapping[str, Tensor], discount: Tensor, update_actor: bool = True) -> dict[str, Tensor]:
+               next_obs: Mapping[str, Tensor], discount: Tensor, update_actor: bool = True,
+               demo_rows: int = 0) -> dict[str, Tensor]:
         """One DrQ step: augment s and s' (independent shifts), encode, SAC update, Polyak the encoder.
 
         Encoder target (Polyak, as the critic's): phi' <- (1 - tau_enc) phi' + tau_enc phi."""
         feats = self.encode(obs, augment=True)
         with torch.no_grad():
             next_feats = self.encode(next_obs, target=True, augment=True)
-        metrics = super().update(feats, act, rew, next_feats, discount, update_actor)
+        metrics = super().update(feats, act, rew, next_feats, discount, update_actor, demo_rows)
         self._enc_updates += 1
         if self._enc_target and self._enc_updates % self.cfg.target_update_every == 0:
             with torch.no_grad():

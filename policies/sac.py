@@ -83,16 +83,21 @@ class SAC:
         return q.min(0).values if self.cfg.actor_q == "min" else q.mean(0)
 
     def update(self, obs: Tensor, act: Tensor, rew: Tensor, next_obs: Tensor, discount: Tensor,
-               update_actor: bool = True) -> dict[str, Tensor]:
+               update_actor: bool = True, demo_rows: int = 0) -> dict[str, Tensor]:
         """One gradient step. ``discount`` = gamma^m (1 - terminated) from the n-step sampler.
+        ``demo_rows``: how many of the batch's last rows are demonstrations (or a person's
+        corrections); with ``bc_weight > 0`` the actor also imitates them (below).
 
         Critic (soft Bellman residual, Haarnoja et al. 2018 eq. 5-6, n-step, subset min):
             y = R + discount * (min_{j in M} Qbar_j(s', a') - alpha log pi(a'|s')),  a' ~ pi(.|s')
             L_Q = sum_i 1/2 E[(Q_i(s, a) - y)^2]
         Actor (eq. 7-10, reparameterised):  L_pi = E[alpha log pi(a~|s) - Q(s, a~)],  a~ ~ pi(.|s)
         Temperature (eq. 17-18):           L_alpha = E[-log alpha (log pi(a~|s) + H_target)]
+        With bc_weight = w > 0 (TD3+BC-style, Fujimoto & Gu 2021, the BC term scaled by the Q
+        magnitude so w is free of the reward's scale):
+            L_pi += w E_batch[|Q|] E_demo[||tanh(mu(s)) - a_demo||^2]
         """
-        if self._manual and not obs.requires_grad:  # same losses, hand-written gradients (policies/fused.py)
+        if self._manual and not obs.requires_grad and not (self.cfg.bc_weight and demo_rows and update_actor):  # same losses, hand-written gradients (policies/fused.py)
             return fused.update(self, obs, act, rew, next_obs, discount, update_actor)
         alpha = self.log_alpha.detach().exp()
         with torch.no_grad(), self._autocast():
@@ -115,6 +120,12 @@ class SAC:
                 # so critic and actor losses can share one backward pass.
                 q_pi = self._reduce(self.critic(obs, pi_act, detach=True).float())
             actor_loss = (alpha * logp - q_pi).mean()
+            if self.cfg.bc_weight and demo_rows:
+                with self._autocast():
+                    mean, _ = self.actor.dist_params(obs[-demo_rows:])
+                bc = (torch.tanh(mean) - act[-demo_rows:]).pow(2).sum(-1).mean()
+                actor_loss = actor_loss + self.cfg.bc_weight * q_pi.detach().abs().mean() * bc
+                metrics["bc_loss"] = bc.detach()
             loss = critic_loss + actor_loss
             if self.cfg.autotune_alpha:
                 loss = loss + (-self.log_alpha * (logp.detach() + self.target_entropy)).mean()

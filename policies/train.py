@@ -36,7 +36,7 @@ from common.cli import hydra_command
 from common.spec import EmbodimentSpec, flatten_state
 from policies import checkpoint, outputs
 from policies.config import CONFIG_DIR, ConfigError, check_overrides, compose, validate
-from policies.demos import load_demo_buffer, mixed_sample
+from policies.demos import demo_rows_in, load_demo_buffer, mixed_sample
 from policies.pixels import PixelObs, PixelSAC, to_device
 from policies.replay import ReplayBuffer
 from policies.reward_stream import RewardStream, step_transitions
@@ -543,12 +543,13 @@ class Trainer:
                                  a.n_step, a.gamma)
             t = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
             self.num_updates += 1
+            demo_rows = demo_rows_in(self.demo_buffer, a.batch_size, self.cfg.demo_ratio)
             actor_turn = self.num_updates % a.actor_update_every == 0
             for j in range(a.utd):
                 s = slice(j * a.batch_size, (j + 1) * a.batch_size)
                 metrics.update(self.agent.update(self._obs_slice(t, "obs", s), t["action"][s], t["reward"][s],
                                                  self._obs_slice(t, "next_obs", s), t["discount"][s],
-                                                 update_actor=actor_turn and j == a.utd - 1))
+                                                 update_actor=actor_turn and j == a.utd - 1, demo_rows=demo_rows))
 
     def write_reports(self) -> None:
         outputs.write_csv(self.run_dir / "metrics.csv", self.rows)
