@@ -532,6 +532,10 @@ class Trainer:
             loss = self.agent.bc_update(self._obs_slice(t, "obs", slice(None)), t["action"], self.cfg.bc_loss)
             if k % 100 == 0 or k == steps - 1:
                 self.bc_losses.append(float(loss))
+        # Fresh Adam moments for RL: after cloning converges the second-moment estimates are tiny, so
+        # the first (much larger) RL gradients would take steps far above the learning rate and undo
+        # the cloning in one update (measured: 0.7 -> 0.1 evaluation success on pick-and-place).
+        self.agent.optimizer.state.clear()
         self.record({"step": 0, "kind": "bc", "bc_steps": steps, "bc_loss": self.bc_losses[-1]})
 
     def learn(self, num_env_steps: int, metrics: dict[str, torch.Tensor]) -> None:

@@ -143,7 +143,7 @@ def test_bc_mse_fits_the_demonstrated_mean_better_than_likelihood():
     for loss in ("mse", "nll"):
         torch.manual_seed(0)
         agent = SAC(5, 3, OmegaConf.merge(OmegaConf.structured(SACConfig), {"hidden": [64, 64]}))
-        for step in range(600):
+        for _ in range(600):
             idx = torch.from_numpy(rng.integers(0, len(obs), 128))
             agent.bc_update(obs[idx], act[idx], loss=loss)
         with torch.no_grad():
@@ -152,3 +152,25 @@ def test_bc_mse_fits_the_demonstrated_mean_better_than_likelihood():
     assert errors["mse"] < 0.5 * errors["nll"], errors
     with pytest.raises(ValueError, match="bc loss"):
         agent.bc_update(obs[:4], act[:4], loss="l1")
+
+
+@pytest.mark.parametrize("backward", ["manual", "autograd"])
+def test_bc_weight_pulls_the_actor_toward_the_demo_rows(backward):
+    """With bc_weight the actor imitates the batch's last ``demo_rows`` rows while SAC learns; without
+    it, nothing in SAC's losses knows the demonstrated actions (the critic is the only path)."""
+    rng = np.random.default_rng(0)
+    obs, act = _hold_heavy_demos(2000, rng)
+    errors = {}
+    for w in (0.0, 5.0):
+        torch.manual_seed(0)
+        cfg = OmegaConf.merge(OmegaConf.structured(SACConfig), {"hidden": [64, 64], "bc_weight": w, "backward": backward})
+        agent = SAC(5, 3, cfg)
+        for _ in range(300):
+            idx = torch.from_numpy(rng.integers(0, len(obs), 64))
+            o, a = obs[idx], act[idx]
+            rew = torch.from_numpy(rng.normal(size=64).astype(np.float32))  # a reward unrelated to the demos
+            metrics = agent.update(o, a, rew, o, torch.full((64,), 0.99), demo_rows=32)
+        assert ("bc_loss" in metrics) == (w > 0)
+        with torch.no_grad():
+            errors[w] = float((agent.act(obs[:500], deterministic=True) - act[:500]).pow(2).mean())
+    assert errors[5.0] < 0.5 * errors[0.0], errors
