@@ -58,8 +58,8 @@ def record_demos(task: str, episodes: int, out: Path) -> Path:
     return out
 
 
-def _train_one(args: tuple[str, str, int, int, int, str, list[str], str, list[str]]) -> dict:
-    task, method, seed, steps, eval_every, demos, extra, run_root, rlpd_extra = args
+def _train_one(args: tuple[str, str, int, int, int, str, list[str], str, list[str], list[str]]) -> dict:
+    task, method, seed, steps, eval_every, demos, extra, run_root, rlpd_extra, person_extra = args
     from policies.config import compose
     from policies.train import run
 
@@ -68,6 +68,8 @@ def _train_one(args: tuple[str, str, int, int, int, str, list[str], str, list[st
     overrides += [o.format(demos=demos) for o in METHODS[method]]
     if method.startswith("rlpd"):
         overrides += rlpd_extra
+    if method.endswith("+interventions"):
+        overrides += person_extra
     result = run(compose([*overrides, *extra]))
     return {"method": method, "seed": seed, "eval_curve": result["eval_curve"],
             "train_curve": train_curve(Path(run_root) / task / method / f"seed{seed}" / "metrics.jsonl", eval_every)}
@@ -102,6 +104,8 @@ def main() -> None:
     ap.add_argument("--run-root", default="runs/bench/rlpd_demos")
     ap.add_argument("--rlpd", nargs="+", default=[], metavar="OVERRIDE",
                     help="Hydra overrides for the rlpd methods only, e.g. --rlpd agent.utd=4 agent.critic_ensemble=4")
+    ap.add_argument("--person", nargs="+", default=[], metavar="OVERRIDE",
+                    help="Hydra overrides for the +interventions methods only, e.g. --person agent.bc_weight=2")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for both methods, after --")
     args = ap.parse_args()
 
@@ -110,7 +114,7 @@ def main() -> None:
     def budget(method: str) -> int:
         return args.sac_steps if args.sac_steps and method.startswith("sac") else args.steps
 
-    jobs = [(args.task, m, s, budget(m), args.eval_every, str(demos), args.overrides, args.run_root, args.rlpd)
+    jobs = [(args.task, m, s, budget(m), args.eval_every, str(demos), args.overrides, args.run_root, args.rlpd, args.person)
             for s in args.seeds for m in args.methods]
     t0 = time.perf_counter()
     # worker processes that may start env subprocesses (vector_mode=async): not Pool's daemons
@@ -118,7 +122,7 @@ def main() -> None:
         runs = list(pool.map(_train_one, jobs))
     summary: dict = {"task": args.task, "methods": args.methods, "demos": args.demos if needs_demos else 0,
                      "budget": args.steps, "sac_budget": budget("sac"), "seeds": args.seeds,
-                     "target": args.target, "overrides": args.overrides, "rlpd_overrides": args.rlpd, "wall_s": time.perf_counter() - t0}
+                     "target": args.target, "overrides": args.overrides, "rlpd_overrides": args.rlpd, "person_overrides": args.person, "wall_s": time.perf_counter() - t0}
     for method in args.methods:
         mine = [r for r in runs if r["method"] == method]
         steps = sorted({s for r in mine for s, _, _ in r["eval_curve"]})
@@ -162,6 +166,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     tag = "" if args.methods == ["rlpd", "sac"] else "_" + "_".join(m.replace("+", "-") for m in args.methods)
     tag += "".join(f"_{o.split('.')[-1].replace('=', '-')}" for o in args.overrides)  # as sac_success.py
+    tag += "".join(f"_person-{o.split('.')[-1].replace('=', '-')}" for o in args.person)
     out = RESULTS / f"rlpd_{args.task}_{args.steps}{tag}.json"
     out.write_text(json.dumps(summary, indent=2))
     print(f"wrote {out}")
