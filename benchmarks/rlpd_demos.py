@@ -16,6 +16,9 @@ interventions against without: same task, same budget, several seeds.
    (area under the curve / budget) and the first step at the target.
 
     uv run --frozen python benchmarks/rlpd_demos.py --task panda_pick_place --demos 20 --steps 100000 --seeds 0 1 2
+    # the recipe measured in the README: BC first, a BC term in the actor loss, SAC given 3x the budget
+    uv run --frozen python benchmarks/rlpd_demos.py --task panda_pick_place --steps 20000 --sac-steps 60000 \
+        --eval-every 2500 --rlpd agent.utd=2 agent.critic_ensemble=2 agent.bc_weight=2 bc_steps=5000
     uv run --frozen python benchmarks/rlpd_demos.py --task panda_push --methods sac sac+interventions --steps 100000
 Costly on a CPU: RLPD's UTD 20 with 10 critics is about 100x the critic arithmetic of SAC per
 env step (3 env steps/s measured here on pick-and-place with other jobs running, i.e. a day per

@@ -35,6 +35,8 @@ def test_unknown_key_suggests_the_right_one():
     ("agent.actor_q=max", r"agent.actor_q='max': allowed values: min, mean"),
     ("device=tpu", r"device='tpu': allowed values: auto, cpu, cuda"),
     ("agent.gamma=1.5", r"agent.gamma=1.5: must be in \[0, 1\]"),
+    ("agent.bc_weight=-1", r"agent.bc_weight=-1.0: must be >= 0"),
+    ("bc_loss=l1", r"bc_loss='l1': allowed values: mse, nll"),
 ])
 def test_bad_values(base, override, pattern):
     with pytest.raises(ConfigError, match=pattern):

@@ -129,6 +129,7 @@ def test_log_prob_matches_sampling_and_bc_clones_the_demonstrator(tmp_path):
         trainer.train()
         assert trainer.bc_losses[-1] < trainer.bc_losses[0]
         assert err() < 0.25 * before, (before, err())
+        assert not trainer.agent.optimizer.state  # RL starts with fresh Adam moments (pretrain_bc says why)
         assert any(r["kind"] == "bc" for r in trainer.rows)
     finally:
         trainer.close()
