@@ -25,8 +25,10 @@ opens, so a takeover on pick-and-place can grasp.
 Episode manager (``episode_s`` > 0, by default the task's time limit: max_episode_steps /
 control_hz): when an episode has run that long (or, with ``reset_on_success``, once the sim
 reports success) it tells the recorder ``stop`` on ``recorder_command`` (so the episode is
-labelled by the last success reading), calls the sim robot's ``reset_service`` on the next tick,
-then tells the recorder ``start``. Episode starts come from the sim robot's latched
+labelled by the last success reading), calls the sim robot's ``reset_service`` once the command
+gate no longer flags a takeover (``intervention``: the gate keeps the person in control for its
+``release_time`` after their last input, which must not spill into the next episode, perhaps an
+evaluation one), then tells the recorder ``start``. Episode starts come from the sim robot's latched
 ``sim/episode`` (std_msgs/Header) announcement, which the policy node uses to cut transitions.
 """
 
@@ -100,6 +102,9 @@ class ScriptedPersonNode(Node):
         self.create_subscription(Bool, p("success_topic", "sim/success").value,
                                  lambda m: setattr(self, "success", bool(m.data)), STATE_QOS)
         self.create_subscription(Header, p("episode_topic", "sim/episode").value, self._on_episode, LATCHED_QOS)
+        self.gate_intervening = False  # the command gate's flag: the person still holds the arm
+        self.create_subscription(Bool, p("intervention_topic", "intervention").value,
+                                 lambda m: setattr(self, "gate_intervening", bool(m.data)), STATE_QOS)
         self.pub_twist = self.create_publisher(Twist, "spacenav/twist", COMMAND_QOS)
         self.pub_buttons = self.create_publisher(Joy, "spacenav/joy", COMMAND_QOS)
         self.pub_recorder = self.create_publisher(String, recorder_topic, STATE_QOS) if recorder_topic else None
@@ -199,7 +204,9 @@ class ScriptedPersonNode(Node):
             self.takeover_until = -np.inf
             self.phase = "stopping"
             return True
-        if self.phase == "stopping":  # one tick after "stop": the recorder has closed the episode
+        if self.phase == "stopping":  # a tick after "stop": the recorder has closed the episode
+            if self.gate_intervening:  # the gate still holds the takeover (its release time)
+                return True
             self.phase = "resetting"
             self.reset_client.call_async(Trigger.Request()).add_done_callback(self._on_reset_done)
         return True
