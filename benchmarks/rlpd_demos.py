@@ -89,8 +89,9 @@ def _train_one(args: tuple[str, str, int, int, int, str, list[str], str, list[st
     from policies.config import compose
     from policies.train import run
 
+    run_dir = Path(run_root) / task / method / f"seed{seed}"
     overrides = [f"task={task}", f"seed={seed}", f"total_steps={steps}", f"eval_every={eval_every}",
-                 "progress=false", "video=false", f"run_dir={run_root}/{task}/{method}/seed{seed}", "resume=true"]
+                 "progress=false", "video=false", f"run_dir={run_dir}", "resume=true"]
     overrides += [o.format(demos=demos) for o in METHODS[method]]
     if method.startswith("rlpd"):
         overrides += rlpd_extra
@@ -98,10 +99,9 @@ def _train_one(args: tuple[str, str, int, int, int, str, list[str], str, list[st
         overrides += person_extra
     cfg = compose([*overrides, *extra])
     result = run(cfg)
-    run_dir = Path(run_root) / task / method / f"seed{seed}"
     final = final_success(run_dir, cfg.task, final_episodes) if final_episodes else None
     return {"method": method, "seed": seed, "eval_curve": result["eval_curve"], "final_success": final,
-            "train_curve": train_curve(Path(run_root) / task / method / f"seed{seed}" / "metrics.jsonl", eval_every)}
+            "train_curve": train_curve(run_dir / "metrics.jsonl", eval_every)}
 
 
 def train_curve(metrics: Path, every: int) -> list[tuple[int, float, float]]:
@@ -143,6 +143,7 @@ def main() -> None:
 
     needs_demos = any("{demos}" in o for m in args.methods for o in METHODS[m])
     demos = record_demos(args.task, args.demos, Path(args.run_root) / args.task / "demos") if needs_demos else ""
+
     def budget(method: str) -> int:
         return args.sac_steps if args.sac_steps and method.startswith("sac") else args.steps
 

@@ -141,7 +141,7 @@ class TrainConfig:
     demos: str | None = None
     demo_ratio: float = 0.5
     bc_steps: int = 0  # behaviour-cloning steps on the demos before RL (0: none)
-    bc_loss: str = "mse"  # mse | nll (SACAgent.bc_update says why mse)
+    bc_loss: str = "mse"  # mse | nll (SAC.bc_update says why mse)
     demos_success_only: bool = False  # keep only the demo episodes labelled successful (HIL-SERL's demos)
     # A scripted person (sim/intervention.py) who takes over when the policy stops making progress.
     intervention: InterventionConfig = field(default_factory=lambda: InterventionConfig())

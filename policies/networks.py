@@ -95,7 +95,7 @@ class TanhGaussianActor(nn.Module):
         super().__init__()
         self.net = mlp(obs_dim, hidden, 2 * act_dim, layer_norm)
 
-    def dist_params(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+    def _dist_params(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         """(mean, log_std) of the pre-tanh Gaussian; log_std squashed into [LOG_STD_MIN, LOG_STD_MAX]."""
         mean, log_std = self.net(obs).float().chunk(2, dim=-1)  # fp32 even under bf16 autocast
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1.0)
@@ -103,7 +103,7 @@ class TanhGaussianActor(nn.Module):
 
     def sample(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         """Reparameterised sample and its log-density (SAC appendix C, change of variables)."""
-        mean, log_std = self.dist_params(obs)
+        mean, log_std = self._dist_params(obs)
         eps = torch.randn_like(mean)
         u = mean + log_std.exp() * eps
         # log N(u; mean, std) - sum log(1 - tanh(u)^2), the latter written stably as
@@ -115,14 +115,19 @@ class TanhGaussianActor(nn.Module):
     def log_prob(self, obs: Tensor, action: Tensor, eps: float = 1e-4) -> Tensor:
         """log pi(a|s) of given actions in (-1, 1): u = atanh(a), then the same change of
         variables as :meth:`sample` (actions at +-1 are pulled in by ``eps`` so atanh is finite)."""
-        mean, log_std = self.dist_params(obs)
+        mean, log_std = self._dist_params(obs)
         a = action.clamp(-1.0 + eps, 1.0 - eps)
         u = torch.atanh(a)
         z = (u - mean) / log_std.exp()
         log_prob = (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
         return log_prob - (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
 
+    def action_error(self, obs: Tensor, action: Tensor) -> Tensor:
+        """Squared error of the deterministic action tanh(mean) to ``action``, summed over action
+        entries, averaged over the batch: the behaviour-cloning loss (SAC.bc_update, bc_weight)."""
+        return (torch.tanh(self._dist_params(obs)[0]) - action).pow(2).sum(-1).mean()
+
     def act(self, obs: Tensor, deterministic: bool) -> Tensor:
         if deterministic:
-            return torch.tanh(self.dist_params(obs)[0])
+            return torch.tanh(self._dist_params(obs)[0])
         return self.sample(obs)[0]

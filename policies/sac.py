@@ -97,7 +97,8 @@ class SAC:
         magnitude so w is free of the reward's scale):
             L_pi += w E_batch[|Q|] E_demo[||tanh(mu(s)) - a_demo||^2]
         """
-        if self._manual and not obs.requires_grad and not (self.cfg.bc_weight and demo_rows and update_actor):  # same losses, hand-written gradients (policies/fused.py)
+        imitate = bool(self.cfg.bc_weight and demo_rows and update_actor)  # a term fused.py does not cover
+        if self._manual and not obs.requires_grad and not imitate:  # same losses, hand-written gradients (policies/fused.py)
             return fused.update(self, obs, act, rew, next_obs, discount, update_actor)
         alpha = self.log_alpha.detach().exp()
         with torch.no_grad(), self._autocast():
@@ -120,10 +121,9 @@ class SAC:
                 # so critic and actor losses can share one backward pass.
                 q_pi = self._reduce(self.critic(obs, pi_act, detach=True).float())
             actor_loss = (alpha * logp - q_pi).mean()
-            if self.cfg.bc_weight and demo_rows:
+            if imitate:
                 with self._autocast():
-                    mean, _ = self.actor.dist_params(obs[-demo_rows:])
-                bc = (torch.tanh(mean) - act[-demo_rows:]).pow(2).sum(-1).mean()
+                    bc = self.actor.action_error(obs[-demo_rows:], act[-demo_rows:])
                 actor_loss = actor_loss + self.cfg.bc_weight * q_pi.detach().abs().mean() * bc
                 metrics["bc_loss"] = bc.detach()
             loss = critic_loss + actor_loss
@@ -157,13 +157,12 @@ class SAC:
         again (0/20), so it is not done."""
         with self._autocast():
             if loss == "mse":
-                mean, _ = self.actor.dist_params(obs)
-                value = total = (torch.tanh(mean) - act).pow(2).sum(-1).mean()
+                value = self.actor.action_error(obs, act)
             elif loss == "nll":
-                value = total = -self.actor.log_prob(obs, act, eps).mean()
+                value = -self.actor.log_prob(obs, act, eps).mean()
             else:
                 raise ValueError(f"bc loss {loss!r}: expected 'mse' or 'nll'")
-        self._step(total)
+        self._step(value)
         return value.detach()
 
     def _autocast(self) -> torch.autocast:
