@@ -26,9 +26,11 @@ Episode manager (``episode_s`` > 0, by default the task's time limit: max_episod
 control_hz): when an episode has run that long (or, with ``reset_on_success``, once the sim
 reports success) it tells the recorder ``stop`` on ``recorder_command`` (so the episode is
 labelled by the last success reading), calls the sim robot's ``reset_service`` once the command
-gate no longer flags a takeover (``intervention``: the gate keeps the person in control for its
-``release_time`` after their last input, which must not spill into the next episode, perhaps an
-evaluation one), then tells the recorder ``start``. Episode starts come from the sim robot's latched
+gate no longer flags a takeover, then tells the recorder ``start``. The gate keeps the person in
+control for its ``release_time`` after their last input, which must not spill into the next
+episode (perhaps an evaluation one) nor stretch this one: takeovers end ``release_time`` (set it
+to the gate's) before the episode's time is up, and the reset waits for the gate's
+``intervention`` flag to clear in case timing slips. Episode starts come from the sim robot's latched
 ``sim/episode`` (std_msgs/Header) announcement, which the policy node uses to cut transitions.
 """
 
@@ -63,6 +65,7 @@ class ScriptedPersonNode(Node):
         self.start_after = float(p("start_after", 0.0).value)
         self.linear_scale = float(p("linear_scale", 0.15).value)  # the gate's human_linear_scale
         self.yaw_scale = float(p("yaw_scale", 0.8).value)  # the gate's human_yaw_scale
+        self.release_s = float(p("release_time", 0.5).value)  # the gate's release_time
         episode_s = float(p("episode_s", 0.0).value)
         self.reset_on_success = bool(p("reset_on_success", False).value)
         reset_service = p("reset_service", "sim_robot/reset").value
@@ -71,6 +74,8 @@ class ScriptedPersonNode(Node):
                            ("linear_scale", self.linear_scale)):
             if not value > 0:
                 raise ValueError(f"parameter {key}={value}: must be > 0")
+        if self.release_s < 0:
+            raise ValueError(f"parameter release_time={self.release_s}: must be >= 0")
         if self.max_per_episode < 0 or episode_s < 0:
             raise ValueError(f"parameters max_per_episode={self.max_per_episode} and episode_s={episode_s} must be >= 0")
 
@@ -173,11 +178,14 @@ class ScriptedPersonNode(Node):
             self.takeover_until = -np.inf
             self.stray.clear()
         stuck = self.stray.update(now, self.progress, self.success)
-        if (stuck and obs is not None and self.count < self.max_per_episode
+        until = now + self.takeover_s
+        if self.reset_client is not None:  # let go early enough for the gate to release by the episode's end
+            until = min(until, self.episode_start + self.episode_s - self.release_s)
+        if (stuck and obs is not None and self.count < self.max_per_episode and until > now
                 and now - self.episode_start >= self.start_after):
             self.count += 1
             self.takeovers += 1
-            self.takeover_until = now + self.takeover_s
+            self.takeover_until = until
             if hasattr(self.expert, "reset"):
                 self.expert.reset()  # plan from where the arm is now
             self.get_logger().info(f"taking over ({self.count}/{self.max_per_episode} this episode): "
