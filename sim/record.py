@@ -11,7 +11,10 @@ reproducible and appending with a later ``seed`` adds new episodes. With
 ``noise > 0`` the executed action is ``clip(expert + N(0, noise^2), -1, 1)`` per entry
 and the source is ``noisy`` (both ``action`` and ``action.policy`` hold it; the clean
 expert action is not stored). Each frame's ``next.success`` is ``info["success"]``;
-the episode label is the success of its last step.
+the episode label is the success of its last step. With ``after_success=k`` an episode ends
+``k`` steps after its first success, marked truncated (a time limit, so learners bootstrap
+through it): an expert that succeeds in 20 of 120 steps otherwise fills most of a
+demonstration set with holding still at the goal.
 
 The dataset goes to ``out`` (default ``data/<task>``); an existing dataset there is
 appended to (spec, fps and cameras must match) unless ``overwrite=true``.
@@ -64,6 +67,7 @@ class RecordConfig:
     out: str | None = None  # dataset directory; null: data/<task>
     overwrite: bool = False  # delete an existing dataset at `out` first (else append)
     task_text: str | None = None  # instruction stored with the episodes; null: a sentence per task
+    after_success: int | None = None  # end an episode this many steps after its first success (truncated); null: at the time limit
     final_obs: bool = True  # store the observation after the last action (complete last transition)
     crf: int = 18  # video quality for new datasets, 0 (lossless) .. 51
     progress: bool = True  # tqdm bar
@@ -89,6 +93,8 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> tuple[DictConfig, st
 def validate(cfg: DictConfig) -> None:
     if cfg.episodes < 1:
         raise RecordConfigError(f"episodes={cfg.episodes}: must be an integer >= 1")
+    if cfg.after_success is not None and cfg.after_success < 0:
+        raise RecordConfigError(f"after_success={cfg.after_success}: must be >= 0 or null (run to the time limit)")
     if not cfg.noise >= 0:
         raise RecordConfigError(f"noise={cfg.noise}: must be >= 0 (std of the action noise)")
     if cfg.image_size is not None and (cfg.image_size < 2 or cfg.image_size % 2):
@@ -146,12 +152,17 @@ def record(cfg: DictConfig, task_choice: str = "task") -> dict[str, Any]:
                 expert.reset()
                 writer.begin_episode(text, source=source,
                                      metadata={"seed": seed, "noise": float(cfg.noise), "env_id": cfg.task.env_id})
-                done = False
+                done, since_success = False, None
                 while not done:
                     action = np.asarray(expert(obs), np.float32)
                     if cfg.noise > 0:
                         action = np.clip(action + rng.normal(0.0, cfg.noise, action.shape), -1, 1).astype(np.float32)
                     next_obs, reward, terminated, truncated, info = env.step(action)
+                    if since_success is not None or info["success"]:
+                        since_success = 0 if since_success is None else since_success + 1
+                    if (cfg.after_success is not None and since_success is not None
+                            and since_success >= cfg.after_success and not terminated):
+                        truncated = True
                     done = bool(terminated or truncated)
                     writer.add_frame(obs, action, reward=float(reward), success=bool(info["success"]),
                                      done=done, truncated=bool(truncated and not terminated))

@@ -42,6 +42,21 @@ def test_expert_episodes_are_seeded_labelled_and_appendable(tmp_path):
     assert s3["sources"] == {"expert": 2, "noisy": 1}
 
 
+def test_after_success_ends_episodes_truncated_k_steps_after_the_first_success(tmp_path):
+    _record(tmp_path / "full", "episodes=1", "seed=3", "task.max_episode_steps=40")
+    full = Dataset(tmp_path / "full" / "ds").episode(0)
+    first = int(np.argmax(full["next.success"]))
+    assert full["next.success"][first] and first + 3 < 39  # the reach expert succeeds well before the limit
+    _record(tmp_path / "cut", "episodes=1", "seed=3", "task.max_episode_steps=40", "after_success=2")
+    ds = Dataset(tmp_path / "cut" / "ds")
+    cut = ds.episode(0)
+    assert len(cut["action"]) == first + 3  # the first success step plus 2 more
+    np.testing.assert_array_equal(cut["action"], full["action"][: first + 3])
+    # a time-limit-like end: learners bootstrap through it, and the label is the last step's success
+    assert cut["next.truncated"][-1] and cut["next.done"][-1] and ds.episodes[0]["success"]
+    assert not ds.transitions()["terminated"].any()
+
+
 def test_camera_frames_are_stored_as_video(tmp_path):
     _record(tmp_path, "episodes=1", "task.max_episode_steps=6", "cameras=[front]", "image_size=32")
     ds = Dataset(tmp_path / "ds")
@@ -57,6 +72,7 @@ def test_camera_frames_are_stored_as_video(tmp_path):
     [
         ("episodes=0", "episodes=0: must be an integer >= 1"),
         ("noise=-1", "noise=-1.0: must be >= 0"),
+        ("after_success=-1", "after_success=-1: must be >= 0 or null"),
         ("image_size=33", "image_size=33: must be an even number"),
         ("episdes=3", "valid keys: task, episodes"),
         ("task=no_such_task", "no_such_task"),
