@@ -27,3 +27,31 @@ def test_iqm_and_ci():
     assert lo <= iqm <= hi and lo >= 0.0 and hi <= 1.0
     iqm_same, lo_same, hi_same = iqm_with_ci(np.full(5, 0.7), reps=100)
     assert np.isclose(iqm_same, 0.7) and np.isclose(lo_same, 0.7) and np.isclose(hi_same, 0.7)
+
+
+def test_pick_place_stages_follow_the_expert_in_order():
+    """rlpd_demos' failure breakdown: the scripted expert passes grasped -> lifted -> success in order;
+    an arm that never moves stays at "never grasped"."""
+    import sim
+    from sim.panda.experts import make_expert
+
+    bench = _load("rlpd_demos")
+    env = sim.make("rewardforge/PandaPickPlace-v0", max_episode_steps=60)
+    try:
+        expert = make_expert(env)
+        obs, info = env.reset(seed=3)
+        stage, seen = 0, [0]
+        for _ in range(60):
+            obs, _, _, _, info = env.step(expert(obs))
+            stage = bench.episode_stage(env, bool(info["success"]), stage)
+            if stage != seen[-1]:
+                seen.append(stage)
+        assert seen == [0, 1, 2, 3] and bench.STAGES[stage] == "success"
+        env.reset(seed=3)
+        still = 0
+        for _ in range(10):
+            _, _, _, _, info = env.step(np.zeros(env.action_space.shape, np.float32))
+            still = bench.episode_stage(env, bool(info["success"]), still)
+        assert bench.STAGES[still] == "never grasped"
+    finally:
+        env.close()
