@@ -54,12 +54,13 @@ METHODS = {
 }
 
 
-def record_demos(task: str, episodes: int, out: Path) -> Path:
+def record_demos(task: str, episodes: int, out: Path, after_success: int | None = None) -> Path:
     if (out / "meta" / "info.json").exists():
         return out
     from sim.record import compose, record
 
-    cfg, choice = compose([f"task={task}", f"episodes={episodes}", f"out={out}", "seed=50000"])
+    cfg, choice = compose([f"task={task}", f"episodes={episodes}", f"out={out}", "seed=50000",
+                           f"after_success={'null' if after_success is None else after_success}"])
     record(cfg, choice)
     return out
 
@@ -148,6 +149,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", default="panda_pick_place")
     ap.add_argument("--demos", type=int, default=20, help="scripted-expert demonstrations (issue: 10-20)")
+    ap.add_argument("--demos-after-success", type=int, default=None, metavar="K",
+                    help="end each demo K steps after its first success (rewardforge-record after_success; "
+                         "default: at the time limit)")
     ap.add_argument("--steps", type=int, default=100_000)
     ap.add_argument("--sac-steps", type=int, default=None,
                     help="budget of the sac methods when it differs from --steps (e.g. 3x RLPD's, for the 1/3 target)")
@@ -156,7 +160,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--target", type=float, default=0.8)
     ap.add_argument("--methods", nargs="+", default=["rlpd", "sac"], choices=list(METHODS))
-    ap.add_argument("--run-root", default="runs/bench/rlpd_demos")
+    ap.add_argument("--run-root", default="runs/bench/rlpd_demos",
+                    help="runs are resumed from here: give a new root when the recipe or the demos change")
     ap.add_argument("--rlpd", nargs="+", default=[], metavar="OVERRIDE",
                     help="Hydra overrides for the rlpd methods only, e.g. --rlpd agent.utd=4 agent.critic_ensemble=4")
     ap.add_argument("--eval-episodes", type=int, default=10, help="episodes per training-time evaluation")
@@ -168,7 +173,9 @@ def main() -> None:
     args = ap.parse_args()
 
     needs_demos = any("{demos}" in o for m in args.methods for o in METHODS[m])
-    demos = record_demos(args.task, args.demos, Path(args.run_root) / args.task / "demos") if needs_demos else ""
+    demos_dir = "demos" if args.demos_after_success is None else f"demos_after_success{args.demos_after_success}"
+    demos = (record_demos(args.task, args.demos, Path(args.run_root) / args.task / demos_dir, args.demos_after_success)
+             if needs_demos else "")
 
     def budget(method: str) -> int:
         return args.sac_steps if args.sac_steps and method.startswith("sac") else args.steps
@@ -181,6 +188,7 @@ def main() -> None:
     with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
         runs = list(pool.map(_train_one, jobs))
     summary: dict = {"task": args.task, "methods": args.methods, "demos": args.demos if needs_demos else 0,
+                     "demos_after_success": args.demos_after_success,
                      "budget": args.steps, "sac_budget": budget("sac"), "seeds": args.seeds,
                      "target": args.target, "overrides": args.overrides, "rlpd_overrides": args.rlpd, "person_overrides": args.person, "wall_s": time.perf_counter() - t0}
     for method in args.methods:
@@ -241,6 +249,7 @@ def main() -> None:
     tag = "" if args.methods == ["rlpd", "sac"] else "_" + "_".join(m.replace("+", "-") for m in args.methods)
     tag += "".join(f"_{o.split('.')[-1].replace('=', '-')}" for o in args.overrides)  # as sac_success.py
     tag += "".join(f"_person-{o.split('.')[-1].replace('=', '-')}" for o in args.person)
+    tag += "" if args.demos_after_success is None else f"_demos-after-success-{args.demos_after_success}"
     out = RESULTS / f"rlpd_{args.task}_{args.steps}{tag}.json"
     out.write_text(json.dumps(summary, indent=2))
     print(f"wrote {out}")
