@@ -79,11 +79,9 @@ def episode_stage(env, success: bool, stage: int) -> int:
     if success:
         return 3
     u = env.unwrapped
-    if not hasattr(u, "grasped"):
+    if not hasattr(u, "grasped") or not u.grasped():
         return stage
-    if u.grasped():
-        return max(stage, 2 if u.object_pos[2] > u.block_half + 0.01 else 1)
-    return stage
+    return max(stage, 2 if u.lifted(grasped=True) else 1)
 
 
 def final_success(run_dir: Path, task_cfg, episodes: int) -> tuple[float, dict[str, int]]:
@@ -92,22 +90,22 @@ def final_success(run_dir: Path, task_cfg, episodes: int) -> tuple[float, dict[s
     episodes at every step, which is too few to judge an 80% target (measured: 0.8 on the 10
     replayed episodes, 0.5 on 50 fresh ones). Success counts at any step, as in training."""
     from policies.checkpoint import load_policy
-    from policies.train import make_env
+    from policies.train import evaluate, make_env
 
     policy = load_policy(run_dir / "checkpoints" / "final.pt")
     env = make_env(task_cfg)
-    counts = dict.fromkeys(STAGES, 0)
+    stages: dict[int, int] = {}
+
+    def track(ep: int, info: dict) -> None:
+        stages[ep] = episode_stage(env, bool(info.get("success", False)), stages.get(ep, 0))
+
     try:
-        for ep in range(episodes):
-            obs, info = env.reset(seed=FINAL_EVAL_SEED + ep)
-            stage, done = episode_stage(env, bool(info.get("success", False)), 0), False
-            while not done:
-                obs, _, term, trunc, info = env.step(policy(obs))
-                stage, done = episode_stage(env, bool(info.get("success", False)), stage), term or trunc
-            counts[STAGES[stage]] += 1
+        success, _ = evaluate(lambda o: policy(o)[None], env, policy.embodiment, episodes, FINAL_EVAL_SEED,
+                              prepare=lambda o: o, on_step=track)
     finally:
         env.close()
-    return counts["success"] / episodes, counts
+    counts = {name: sum(stages[ep] == i for ep in stages) for i, name in enumerate(STAGES)}
+    return success, counts
 
 
 def _train_one(args: tuple[str, str, int, int, int, str, list[str], str, list[str], list[str], int]) -> dict:

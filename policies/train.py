@@ -22,6 +22,7 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -167,15 +168,20 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
 
 
 def evaluate(policy_act, env: gym.Env, spec: EmbodimentSpec, episodes: int, seed: int,
-             frames: list[np.ndarray] | None = None, prepare=None) -> tuple[float, float]:
+             frames: list[np.ndarray] | None = None, prepare=None,
+             on_step: Callable[[int, dict], None] | None = None) -> tuple[float, float]:
     """Deterministic policy for ``episodes`` episodes (fixed seeds): (success rate, mean return).
     An episode counts as a success if ``info["success"]`` was true at any step. ``prepare`` turns an
-    observation dict into ``policy_act``'s input batch of one (default: the flat state vector)."""
+    observation dict into ``policy_act``'s input batch of one (default: the flat state vector).
+    ``on_step(episode, info)`` sees the reset's and every step's info (e.g. to record how far a
+    failed episode got)."""
     prepare = prepare or (lambda o: flatten_state(spec, o)[None])
     successes, returns = [], []
     for ep in range(episodes):
         obs, info = env.reset(seed=seed + ep)
         done, ret, success = False, 0.0, bool(info.get("success", False))
+        if on_step is not None:
+            on_step(ep, info)
         if frames is not None:
             frames.append(env.render())
         while not done:
@@ -183,6 +189,8 @@ def evaluate(policy_act, env: gym.Env, spec: EmbodimentSpec, episodes: int, seed
             ret += float(r)
             success = success or bool(info.get("success", False))
             done = term or trunc
+            if on_step is not None:
+                on_step(ep, info)
             if frames is not None:
                 frames.append(env.render())
         successes.append(success)

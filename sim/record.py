@@ -152,17 +152,17 @@ def record(cfg: DictConfig, task_choice: str = "task") -> dict[str, Any]:
                 expert.reset()
                 writer.begin_episode(text, source=source,
                                      metadata={"seed": seed, "noise": float(cfg.noise), "env_id": cfg.task.env_id})
-                done, since_success = False, None
+                done, t, first_success = False, 0, None
                 while not done:
                     action = np.asarray(expert(obs), np.float32)
                     if cfg.noise > 0:
                         action = np.clip(action + rng.normal(0.0, cfg.noise, action.shape), -1, 1).astype(np.float32)
                     next_obs, reward, terminated, truncated, info = env.step(action)
-                    if since_success is not None or info["success"]:
-                        since_success = 0 if since_success is None else since_success + 1
-                    if (cfg.after_success is not None and since_success is not None
-                            and since_success >= cfg.after_success and not terminated):
-                        truncated = True
+                    if first_success is None and info["success"]:
+                        first_success = t
+                    if cfg.after_success is not None and first_success is not None and not terminated:
+                        truncated = truncated or t - first_success >= cfg.after_success
+                    t += 1
                     done = bool(terminated or truncated)
                     writer.add_frame(obs, action, reward=float(reward), success=bool(info["success"]),
                                      done=done, truncated=bool(truncated and not terminated))

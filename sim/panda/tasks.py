@@ -179,6 +179,11 @@ class _BlockTask(PandaEnv):
                 touch_r |= other in right
         return touch_l and touch_r
 
+    def lifted(self, grasped: bool | None = None) -> bool:
+        """Grasped with the block at least 1 cm off the table (pass ``grasped`` when already known)."""
+        grasped = self.grasped() if grasped is None else grasped
+        return bool(grasped and self.object_pos[2] > self.block_half + 0.01)
+
 
 class PandaPushEnv(_BlockTask):
     """Push a block across the table to a goal on the table; success when the block's
@@ -243,7 +248,7 @@ class PandaPickPlaceEnv(_BlockTask):
         d_place = float(np.linalg.norm(obj - self.goal))
         d_reach = float(np.linalg.norm(self.ee_pos - obj))
         grasped = self.grasped()
-        lifted = grasped and obj[2] > self.block_half + 0.01
+        lifted = self.lifted(grasped)
         success = d_place < self.success_threshold
         comps = {
             "reach": -0.5 * d_reach,
