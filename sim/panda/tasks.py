@@ -95,6 +95,10 @@ class PandaReachEnv(PandaEnv):
         return sum(comps.values()), comps, success, progress
 
 
+GRASP_MARGIN = 1e-3  # m: a pad this close to the block counts as touching it
+GRASP_SEARCH = 0.01  # m: distances beyond this are not resolved (cheaper)
+
+
 class _BlockTask(PandaEnv):
     """Shared by push and pick-place: one free cube ("object") and a goal marker."""
 
@@ -115,8 +119,8 @@ class _BlockTask(PandaEnv):
         self._obj_geom = m.geom("object").id
         self._obj_qadr = m.joint("object").qposadr[0]
         self._pad_geoms = (
-            {m.geom(n).id for n in ("left_pad1", "left_pad2")},
-            {m.geom(n).id for n in ("right_pad1", "right_pad2")},
+            tuple(m.geom(n).id for n in ("left_pad1", "left_pad2")),
+            tuple(m.geom(n).id for n in ("right_pad1", "right_pad2")),
         )
         self.block_half = BLOCK_HALF
 
@@ -167,17 +171,18 @@ class _BlockTask(PandaEnv):
         return obj_xy + np.array([0.0, min_dist if obj_xy[1] < 0 else -min_dist])
 
     def grasped(self) -> bool:
-        """Both finger pads touch the block."""
-        left, right = self._pad_geoms
-        touch_l = touch_r = False
-        d = self.data
-        for i in range(d.ncon):
-            g1, g2 = d.contact.geom1[i], d.contact.geom2[i]
-            if g1 == self._obj_geom or g2 == self._obj_geom:
-                other = g2 if g1 == self._obj_geom else g1
-                touch_l |= other in left
-                touch_r |= other in right
-        return touch_l and touch_r
+        """Both fingers' pads are within ``GRASP_MARGIN`` of the block.
+
+        Why a distance and not the contact list: a held block's pad contacts chatter at the
+        physics step, so at the instant the step ends one side often has no contact although the
+        block is held (measured with the scripted expert carrying the block: 8.8% of carried steps
+        read "not grasped" from contacts, 0.4% from distances within 1 mm). That flicker put
+        0.25 reward noise on the grasp term and made held blocks look dropped."""
+        m, d, obj = self.model, self.data, self._obj_geom
+        return all(
+            min(mujoco.mj_geomDistance(m, d, g, obj, GRASP_SEARCH, None) for g in side) <= GRASP_MARGIN
+            for side in self._pad_geoms
+        )
 
     def lifted(self, grasped: bool | None = None) -> bool:
         """Grasped with the block at least 1 cm off the table (pass ``grasped`` when already known)."""
