@@ -79,6 +79,7 @@ class SACConfig:
     fused_update: bool = True  # one backward for critic, actor and temperature losses
     precision: str = "fp32"  # "bf16": matmuls in bfloat16 (autocast), weights/optimiser/losses fp32; "auto": bf16 where native
     bc_weight: float = 0.0  # > 0: the actor also imitates the demo side of each batch (TD3+BC-style, scaled by |Q|)
+    bc_scale: str = "q"  # q: bc_weight x mean |Q| (TD3+BC), fixed: bc_weight alone (|Q| starts near 0 and shrinks with the temperature)
     backward: str = "manual"  # "manual": hand-written gradients (policies/fused.py) where the networks qualify; "autograd"
     # Pixels (DrQ, policies/pixels.py): cameras the policy reads; empty = a state-based agent.
     cameras: list[str] = field(default_factory=list)
@@ -187,6 +188,8 @@ def validate(cfg: DictConfig) -> None:
     for key in ("lr", "actor_lr", "critic_lr", "alpha_lr", "init_alpha"):
         if a[key] is not None and not a[key] > 0:
             _fail(f"agent.{key}", a[key], "must be > 0")
+    if a.bc_scale not in ("q", "fixed"):
+        _fail("agent.bc_scale", a.bc_scale, "must be 'q' (bc_weight x mean |Q|) or 'fixed' (bc_weight alone)")
     if not a.bc_weight >= 0.0:
         _fail("agent.bc_weight", a.bc_weight, "must be >= 0 (0: no imitation term in the actor loss)")
     if not 0.0 <= a.gamma <= 1.0:

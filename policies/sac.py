@@ -96,6 +96,9 @@ class SAC:
         With bc_weight = w > 0 (TD3+BC-style, Fujimoto & Gu 2021, the BC term scaled by the Q
         magnitude so w is free of the reward's scale):
             L_pi += w E_batch[|Q|] E_demo[||tanh(mu(s)) - a_demo||^2]
+        (``bc_scale=fixed``: without the E_batch[|Q|] factor. Why offered: here |Q| is ~0 when RL
+        starts from fresh critics, exactly when the cloned policy most needs holding, and it shrinks
+        again as the temperature's entropy bonus leaves the soft values.)
         """
         imitate = bool(self.cfg.bc_weight and demo_rows and update_actor)  # a term fused.py does not cover
         if self._manual and not obs.requires_grad and not imitate:  # same losses, hand-written gradients (policies/fused.py)
@@ -124,7 +127,8 @@ class SAC:
             if imitate:
                 with self._autocast():
                     bc = self.actor.action_error(obs[-demo_rows:], act[-demo_rows:])
-                actor_loss = actor_loss + self.cfg.bc_weight * q_pi.detach().abs().mean() * bc
+                scale = q_pi.detach().abs().mean() if self.cfg.bc_scale == "q" else 1.0
+                actor_loss = actor_loss + self.cfg.bc_weight * scale * bc
                 metrics["bc_loss"] = bc.detach()
             loss = critic_loss + actor_loss
             if self.cfg.autotune_alpha:
