@@ -78,7 +78,7 @@ class SACConfig:
     buffer_size: int = 1_000_000  # transitions
     fused_update: bool = True  # one backward for critic, actor and temperature losses
     precision: str = "fp32"  # "bf16": matmuls in bfloat16 (autocast), weights/optimiser/losses fp32; "auto": bf16 where native
-    bc_weight: float = 0.0  # > 0: the actor also imitates the demo side of each batch (TD3+BC-style, scaled by |Q|)
+    bc_weight: float = 0.0  # > 0: the actor also imitates the demo side of each batch (TD3+BC-style; scale: bc_scale)
     bc_scale: str = "q"  # q: bc_weight x mean |Q| (TD3+BC), fixed: bc_weight alone (|Q| starts near 0 and shrinks with the temperature)
     backward: str = "manual"  # "manual": hand-written gradients (policies/fused.py) where the networks qualify; "autograd"
     # Pixels (DrQ, policies/pixels.py): cameras the policy reads; empty = a state-based agent.
