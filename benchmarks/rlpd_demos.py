@@ -167,6 +167,8 @@ def main() -> None:
                     help="fresh episodes for re-evaluating each run's final policy (0: skip)")
     ap.add_argument("--person", nargs="+", default=[], metavar="OVERRIDE",
                     help="Hydra overrides for the +interventions methods only, e.g. --person agent.bc_weight=2")
+    ap.add_argument("--tag", default="", help="appended to the JSON's name (--rlpd overrides are not in it), "
+                                               "e.g. --tag cloning-only")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for both methods, after --")
     args = ap.parse_args()
 
@@ -248,6 +250,7 @@ def main() -> None:
     tag += "".join(f"_{o.split('.')[-1].replace('=', '-')}" for o in args.overrides)  # as sac_success.py
     tag += "".join(f"_person-{o.split('.')[-1].replace('=', '-')}" for o in args.person)
     tag += "" if args.demos_after_success is None else f"_demos-after-success-{args.demos_after_success}"
+    tag += f"_{args.tag}" if args.tag else ""
     out = RESULTS / f"rlpd_{args.task}_{args.steps}{tag}.json"
     out.write_text(json.dumps(summary, indent=2))
     print(f"wrote {out}")

@@ -115,7 +115,12 @@ class TrainConfig:
     reward: RewardConfig = MISSING
     seed: int = 0
     total_steps: int = 100_000  # env steps (summed over parallel envs)
-    warmup_steps: int = 5_000  # uniform random actions before the policy acts and learning starts
+    warmup_steps: int = 5_000  # env steps before learning starts (actions: warmup_actions)
+    # What acts during warm-up: "random" (uniform actions, SAC's default) or "policy" (the actor's
+    # deterministic action plus Gaussian noise of std warmup_noise, clipped): after bc_steps of
+    # cloning, the online buffer then starts with the cloned policy's successes instead of noise.
+    warmup_actions: str = "random"
+    warmup_noise: float = 0.1
     num_envs: int = 1  # parallel envs (gymnasium vector env)
     vector_mode: str = "sync"  # "sync" (in process) or "async" (one subprocess per env)
     # Step the env while the gradient update runs. With vector_mode=async the env runs in
@@ -142,6 +147,7 @@ class TrainConfig:
     demos: str | None = None
     demo_ratio: float = 0.5
     bc_steps: int = 0  # behaviour-cloning steps on the demos before RL (0: none)
+    obs_norm: str = "none"  # none | demos: standardise the state input by the demos' mean/std (networks.ObsNorm)
     bc_loss: str = "mse"  # mse | nll (SAC.bc_update says why mse)
     demos_success_only: bool = False  # keep only the demo episodes labelled successful (HIL-SERL's demos)
     # A scripted person (sim/intervention.py) who takes over when the policy stops making progress.
@@ -188,6 +194,12 @@ def validate(cfg: DictConfig) -> None:
     for key in ("lr", "actor_lr", "critic_lr", "alpha_lr", "init_alpha"):
         if a[key] is not None and not a[key] > 0:
             _fail(f"agent.{key}", a[key], "must be > 0")
+    if cfg.obs_norm not in ("none", "demos"):
+        _fail("obs_norm", cfg.obs_norm, "must be 'none' or 'demos' (the demonstrations' mean and std)")
+    if cfg.warmup_actions not in ("random", "policy"):
+        _fail("warmup_actions", cfg.warmup_actions, "must be 'random' (uniform) or 'policy' (the actor plus noise)")
+    if not cfg.warmup_noise >= 0.0:
+        _fail("warmup_noise", cfg.warmup_noise, "must be >= 0 (std of the Gaussian added to the actor's action)")
     if a.bc_scale not in ("q", "fixed"):
         _fail("agent.bc_scale", a.bc_scale, "must be 'q' (bc_weight x mean |Q|) or 'fixed' (bc_weight alone)")
     if not a.bc_weight >= 0.0:

@@ -165,6 +165,9 @@ def update(agent: SAC, obs: Tensor, act: Tensor, rew: Tensor, next_obs: Tensor, 
     W = _Weights(agent, dtype)
     B, D, N = obs.shape[0], obs.shape[1], agent.critic.n
     alpha = agent.log_alpha.detach().exp()
+    # The state standardisation (networks.ObsNorm, the same in actor and critics) has no weights:
+    # apply it once here and run the hand-written layers on the standardised state.
+    obs, next_obs = agent.actor.obs_norm(obs), agent.actor.obs_norm(next_obs)
 
     # ---- actor forward: s (for the actor loss) and s' (for the target) in one batch ----------
     x_in = torch.cat([obs, next_obs], 0) if update_actor else next_obs

@@ -52,6 +52,46 @@ class EnsembleLayerNorm(nn.Module):
         return torch.addcmul(b, F.layer_norm(x, x.shape[-1:]), w)
 
 
+class ObsNorm(nn.Module):
+    """s -> clip((s - shift) / scale, -clip, clip): a fixed standardisation of the state input.
+
+    Identity until :meth:`set` is called (``rewardforge-train obs_norm=demos`` sets it from the
+    demonstrations before cloning). Why: the state mixes metres, radians and velocities whose
+    spreads differ by 10-100x, and a precise grasp needs centimetre differences between inputs
+    whose spread is ~10 cm. Measured on 20 pick-and-place demos: cloning fits them 3x more closely
+    (squared error 0.004 vs 0.014 after 5000 steps) and the clones succeed more often on fresh
+    episodes (20000 steps, 3 seeds: median 0.70 vs 0.64; README, Measured). The buffers travel in the state
+    dict, so a checkpoint, an exported policy and the weights an actor process receives all
+    carry the same standardisation. ``clip`` bounds what a state far outside the data (a tipped
+    block, a sensor glitch) can feed the first layer."""
+
+    def __init__(self, dim: int, clip: float = 10.0) -> None:
+        super().__init__()
+        self.clip = float(clip)
+        self.register_buffer("shift", torch.zeros(dim))
+        self.register_buffer("scale", torch.ones(dim))
+
+    @property
+    def active(self) -> bool:
+        return bool((self.shift != 0).any() or (self.scale != 1).any())
+
+    @torch.no_grad()
+    def set(self, mean: Tensor, std: Tensor, min_std: float = 1e-2) -> None:
+        """Standardise with ``mean`` and ``std`` (floored at ``min_std``: a constant input stays finite)."""
+        self.shift.copy_(mean)
+        self.scale.copy_(std.clamp_min(min_std))
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return ((obs - self.shift) / self.scale).clamp(-self.clip, self.clip)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+        # Checkpoints written before the standardisation existed hold no buffers: load them as identity.
+        for name in ("shift", "scale"):
+            state_dict.setdefault(prefix + name, getattr(self, name).new_full(getattr(self, name).shape,
+                                                                              0.0 if name == "shift" else 1.0))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
 class EnsembleCritic(nn.Module):
     """Q_1..Q_N(s, a) as one module. ``forward`` returns shape (N, B) (or (len(members), B)).
 
@@ -63,6 +103,7 @@ class EnsembleCritic(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, n: int, hidden: tuple[int, ...], layer_norm: bool) -> None:
         super().__init__()
         self.n = n
+        self.obs_norm = ObsNorm(obs_dim)
         sizes = (obs_dim + act_dim, *hidden)
         self.layers = nn.ModuleList(EnsembleLinear(n, i, o) for i, o in zip(sizes[:-1], sizes[1:], strict=True))
         self.norms = nn.ModuleList(EnsembleLayerNorm(n, o) for o in hidden) if layer_norm else None
@@ -70,7 +111,7 @@ class EnsembleCritic(nn.Module):
 
     def forward(self, obs: Tensor, act: Tensor, detach: bool = False, members: Tensor | None = None) -> Tensor:
         k = self.n if members is None else members.shape[0]
-        x = torch.cat([obs, act], dim=-1).unsqueeze(0).expand(k, -1, -1)
+        x = torch.cat([self.obs_norm(obs), act], dim=-1).unsqueeze(0).expand(k, -1, -1)
         for i, layer in enumerate(self.layers):
             x = layer(x, detach, members)
             if self.norms is not None:
@@ -93,11 +134,12 @@ class TanhGaussianActor(nn.Module):
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], layer_norm: bool = False) -> None:
         super().__init__()
+        self.obs_norm = ObsNorm(obs_dim)
         self.net = mlp(obs_dim, hidden, 2 * act_dim, layer_norm)
 
     def _dist_params(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         """(mean, log_std) of the pre-tanh Gaussian; log_std squashed into [LOG_STD_MIN, LOG_STD_MAX]."""
-        mean, log_std = self.net(obs).float().chunk(2, dim=-1)  # fp32 even under bf16 autocast
+        mean, log_std = self.net(self.obs_norm(obs)).float().chunk(2, dim=-1)  # fp32 even under bf16 autocast
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1.0)
         return mean, log_std
 

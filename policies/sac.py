@@ -68,6 +68,11 @@ class SAC:
         DrQ). Called once from ``__init__``, after the actor and critics exist."""
         return []
 
+    def set_obs_norm(self, mean: Tensor, std: Tensor) -> None:
+        """Standardise the state input of the actor and every critic alike (networks.ObsNorm)."""
+        for net in (self.actor, self.critic, self.critic_target):
+            net.obs_norm.set(mean.to(self.device), std.to(self.device))
+
     # ---- acting -----------------------------------------------------------
     @torch.inference_mode()
     def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:

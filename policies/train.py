@@ -264,6 +264,13 @@ class Trainer:
             except (FileNotFoundError, SpecMismatchError, ValueError) as err:
                 raise ConfigError(f"demos={cfg.demos}: {err}") from err
             log.info("demonstrations: %s (%d%% of each batch)", demo_info, round(100 * cfg.demo_ratio))
+        if cfg.obs_norm == "demos":  # a resumed run loads the same values back from its checkpoint
+            if self.demo_buffer is None or self.pixel_obs is not None:
+                raise ConfigError(f"obs_norm=demos standardises the state with the demonstrations' statistics: "
+                                  f"it needs demos= and a state-based agent (demos={cfg.demos!r}, "
+                                  f"agent.cameras={list(cfg.agent.cameras)}); set obs_norm=none")
+            states = torch.from_numpy(self.demo_buffer.obs[: len(self.demo_buffer)].reshape(-1, obs_dim))
+            self.agent.set_obs_norm(states.mean(0), states.std(0))
         self.to_demos = bool(cfg.intervention.enabled and cfg.intervention.to_demos)
         if self.to_demos and self.reward_term is not None:
             raise ConfigError(f"intervention.to_demos=true needs the env's own reward (reward=task), not "
@@ -418,7 +425,7 @@ class Trainer:
         while self.step < total:
             # -- act and store ----------------------------------------------
             if self.step < warmup:
-                action = self.rng.uniform(-1.0, 1.0, (E, self.spec.action.dim)).astype(np.float32)
+                action = self.warmup_action(obs_flat)
             else:
                 action = self.agent.act(to_device(obs_flat, self.device)).cpu().numpy()
             # -- learn: utd critic updates per env step, actor after the last -------
@@ -531,6 +538,15 @@ class Trainer:
         log.info("done: %d env steps, final eval success %.2f, return %.2f, %.0f steps/s, run dir %s",
                  self.step, result["final_eval_success"], result["final_eval_return"], result["steps_per_s"], self.run_dir)
         return result
+
+    def warmup_action(self, obs_flat: Any) -> np.ndarray:
+        """An action for the warm-up steps: uniform, or the actor's deterministic action plus noise."""
+        E, dim = self.cfg.num_envs, self.spec.action.dim
+        if self.cfg.warmup_actions == "random":
+            return self.rng.uniform(-1.0, 1.0, (E, dim)).astype(np.float32)
+        action = self.agent.act(to_device(obs_flat, self.device), deterministic=True).cpu().numpy()
+        action = action + self.cfg.warmup_noise * self.rng.standard_normal(action.shape)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
 
     def pretrain_bc(self, steps: int) -> None:
         """Behaviour cloning on the demonstrations before RL (the actor starts near the demonstrator)."""

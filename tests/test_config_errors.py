@@ -37,6 +37,8 @@ def test_unknown_key_suggests_the_right_one():
     ("agent.gamma=1.5", r"agent.gamma=1.5: must be in \[0, 1\]"),
     ("agent.bc_weight=-1", r"agent.bc_weight=-1.0: must be >= 0"),
     ("agent.bc_scale=abs", r"agent.bc_scale='abs': must be 'q'"),
+    ("warmup_actions=expert", r"warmup_actions='expert': must be 'random'"),
+    ("warmup_noise=-0.1", r"warmup_noise=-0.1: must be >= 0"),
     ("bc_loss=l1", r"bc_loss='l1': allowed values: mse, nll"),
 ])
 def test_bad_values(base, override, pattern):

@@ -108,6 +108,8 @@ def test_config_errors_name_the_key(toy):
         compose_all([*toy, "role=learner"])
     with pytest.raises(ConfigError, match=r"reward.kind"):
         compose_all([*toy, "reward=keypoints"])
+    with pytest.raises(ConfigError, match=r"warmup_actions='policy'.*single-process loop"):
+        compose_all([*toy, "warmup_actions=policy"])
     cfg, d = compose_all([*toy, "num_actors=3", "seed=4"])
     assert d.num_actors == 3 and cfg.seed == 4 and d.host == "127.0.0.1"
 

@@ -69,7 +69,20 @@ def _grads(agent: SAC) -> dict[str, torch.Tensor]:
     ["agent.critic_layer_norm=true"],
 ])
 def test_manual_gradients_equal_autograd(overrides: list[str]) -> None:
-    manual, auto = _pair(overrides)
+    _assert_same_updates(*_pair(overrides))
+
+
+def test_manual_gradients_equal_autograd_with_a_standardised_state() -> None:
+    """obs_norm: fused.update standardises the state itself (the networks do it inside forward)."""
+    manual, auto = _pair(["agent=rlpd", "agent.critic_ensemble=3", "agent.hidden=[32,16]"])
+    g = torch.Generator().manual_seed(5)
+    mean, std = torch.randn(OBS, generator=g), torch.rand(OBS, generator=g) * 3 + 0.1
+    for agent in (manual, auto):
+        agent.set_obs_norm(mean, std)
+    _assert_same_updates(manual, auto)
+
+
+def _assert_same_updates(manual: SAC, auto: SAC) -> None:
     g = torch.Generator().manual_seed(1)
     eps_obs, eps_next = torch.randn(B, ACT, generator=g), torch.randn(B, ACT, generator=g)
     for step in range(3):  # several steps: Adam state and the target critic move identically

@@ -133,3 +133,72 @@ def test_log_prob_matches_sampling_and_bc_clones_the_demonstrator(tmp_path):
         assert any(r["kind"] == "bc" for r in trainer.rows)
     finally:
         trainer.close()
+
+
+@pytest.mark.parametrize("mode", ["policy", "random"])
+def test_warmup_acts_with_the_actor_plus_noise_or_uniformly(tmp_path, mode):
+    """warmup_actions=policy: warm-up transitions hold the actor's deterministic action plus
+    warmup_noise (after cloning, the online buffer starts with the cloned policy's behaviour);
+    random: uniform actions, unrelated to the actor."""
+    import torch
+
+    (tmp_path / "cfg" / "task").mkdir(parents=True)
+    (tmp_path / "cfg" / "task" / "point_reach.yaml").write_text(TOY_TASK)
+    cfg = compose([f"hydra.searchpath=[file://{tmp_path / 'cfg'}]", "task=point_reach", f"run_dir={tmp_path / 'r'}",
+                   "total_steps=300", "warmup_steps=1000", "eval_every=0", "eval_episodes=1", "checkpoint_every=0",
+                   "video=false", "progress=false", "agent.hidden=[16]", f"warmup_actions={mode}",
+                   "warmup_noise=0.05"])
+    trainer = Trainer(cfg)
+    try:
+        trainer.train()
+        buf = trainer.buffer
+        n = len(buf)
+        assert n == 300 and trainer.agent.optimizer.state == {}  # nothing learnt during warm-up
+        obs, action = buf.obs[:n, 0], buf.action[:n, 0]
+        residual = action - trainer.agent.act(torch.from_numpy(obs), deterministic=True).numpy()
+        if mode == "policy":
+            assert 0.035 < residual.std() < 0.065, residual.std()
+            assert np.abs(action).max() <= 1.0
+        else:
+            assert residual.std() > 0.4 and action.min() < -0.9 and action.max() > 0.9
+    finally:
+        trainer.close()
+
+
+def test_obs_norm_standardises_with_the_demos_and_travels_in_the_checkpoint(tmp_path):
+    import torch
+
+    from policies.checkpoint import load_policy
+    from policies.networks import TanhGaussianActor
+
+    write_demos(tmp_path / "demos", episodes=4, length=10)
+    (tmp_path / "cfg" / "task").mkdir(parents=True)
+    (tmp_path / "cfg" / "task" / "point_reach.yaml").write_text(TOY_TASK)
+    base = [f"hydra.searchpath=[file://{tmp_path / 'cfg'}]", "task=point_reach", "total_steps=40", "warmup_steps=20",
+            "eval_every=0", "eval_episodes=1", "checkpoint_every=0", "video=false", "progress=false",
+            "agent.hidden=[16]", "agent.batch_size=16", f"demos={tmp_path / 'demos'}", "bc_steps=20"]
+    trainer = Trainer(compose([*base, f"run_dir={tmp_path / 'r'}", "obs_norm=demos"]))
+    try:
+        states = trainer.demo_buffer.obs[: len(trainer.demo_buffer), 0]
+        for net in (trainer.agent.actor, trainer.agent.critic, trainer.agent.critic_target):
+            np.testing.assert_allclose(net.obs_norm.shift.numpy(), states.mean(0), atol=1e-6)
+            # the demos' goal is constant: its std is floored, so the scale stays finite
+            np.testing.assert_allclose(net.obs_norm.scale.numpy(), np.maximum(states.std(0, ddof=1), 1e-2), rtol=1e-5)
+        trainer.train()
+        obs = {"position": np.float32([0.3, -0.2]), "goal": np.float32([-0.5, 0.1])}
+        flat = torch.from_numpy(np.concatenate([obs["position"], obs["goal"]])[None])
+        want = trainer.agent.act(flat, deterministic=True).numpy()[0]
+        policy = load_policy(tmp_path / "r" / "checkpoints" / "final.pt")
+        np.testing.assert_allclose(policy(obs), want, atol=1e-6)  # the deployed policy standardises too
+        raw = trainer.agent.actor.net(flat)[:, :2].tanh().detach().numpy()[0]  # the same weights, unstandardised
+        assert np.abs(raw - want).max() > 1e-3
+        # a checkpoint from before the standardisation existed (no buffers) loads as the identity
+        old = {k: v for k, v in trainer.agent.actor.state_dict().items() if not k.startswith("obs_norm.")}
+        actor = TanhGaussianActor(4, 2, (16,))
+        actor.load_state_dict(old)
+        assert not actor.obs_norm.active
+        np.testing.assert_allclose(actor.act(flat, True).detach().numpy()[0], raw, atol=1e-6)
+    finally:
+        trainer.close()
+    with pytest.raises(ConfigError, match="obs_norm=demos .* needs demos="):
+        Trainer(compose([*base[:-2], f"run_dir={tmp_path / 'r2'}", "obs_norm=demos"]))
