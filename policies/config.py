@@ -196,6 +196,10 @@ def validate(cfg: DictConfig) -> None:
             _fail(f"agent.{key}", a[key], "must be > 0")
     if cfg.obs_norm not in ("none", "demos"):
         _fail("obs_norm", cfg.obs_norm, "must be 'none' or 'demos' (the demonstrations' mean and std)")
+    if cfg.obs_norm == "demos" and (not cfg.demos or a.cameras):
+        raise ConfigError(f"obs_norm=demos standardises the state with the demonstrations' statistics: "
+                          f"it needs demos= and a state-based agent (demos={cfg.demos!r}, "
+                          f"agent.cameras={list(a.cameras)}); set obs_norm=none")
     if cfg.warmup_actions not in ("random", "policy"):
         _fail("warmup_actions", cfg.warmup_actions, "must be 'random' (uniform) or 'policy' (the actor plus noise)")
     if not cfg.warmup_noise >= 0.0:

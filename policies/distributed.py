@@ -187,7 +187,7 @@ def validate_distributed(d: DictConfig | DistributedConfig, cfg: DictConfig | No
         fail("reward.kind", cfg.reward.kind, "the actor/learner split trains on the env's reward only "
              "(reward=task_dense, reward.normalize=false); learned reward terms need the learner to see "
              "observation dicts, which the wire format does not carry yet")
-    if cfg is not None and cfg.get("warmup_actions", "random") != "random":
+    if cfg is not None and cfg.warmup_actions != "random":
         fail("warmup_actions", cfg.warmup_actions, "actors act uniformly at random until the learner's first "
              "weights arrive; warmup_actions=policy is for the single-process loop (rewardforge-train)")
 

@@ -70,26 +70,32 @@ class ObsNorm(nn.Module):
         self.clip = float(clip)
         self.register_buffer("shift", torch.zeros(dim))
         self.register_buffer("scale", torch.ones(dim))
+        # Cached "not the identity", so the default (obs_norm=none) costs nothing on the update's hot
+        # path (~27 us per call on a 512 x 41 batch otherwise, several calls per update).
+        self._active = False
 
     @property
     def active(self) -> bool:
-        return bool((self.shift != 0).any() or (self.scale != 1).any())
+        return self._active
 
     @torch.no_grad()
     def set(self, mean: Tensor, std: Tensor, min_std: float = 1e-2) -> None:
         """Standardise with ``mean`` and ``std`` (floored at ``min_std``: a constant input stays finite)."""
         self.shift.copy_(mean)
         self.scale.copy_(std.clamp_min(min_std))
+        self._active = True
 
     def forward(self, obs: Tensor) -> Tensor:
+        if not self._active:
+            return obs
         return ((obs - self.shift) / self.scale).clamp(-self.clip, self.clip)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
         # Checkpoints written before the standardisation existed hold no buffers: load them as identity.
-        for name in ("shift", "scale"):
-            state_dict.setdefault(prefix + name, getattr(self, name).new_full(getattr(self, name).shape,
-                                                                              0.0 if name == "shift" else 1.0))
+        state_dict.setdefault(prefix + "shift", torch.zeros_like(self.shift))
+        state_dict.setdefault(prefix + "scale", torch.ones_like(self.scale))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._active = bool((self.shift != 0).any() or (self.scale != 1).any())
 
 
 class EnsembleCritic(nn.Module):

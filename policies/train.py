@@ -265,10 +265,6 @@ class Trainer:
                 raise ConfigError(f"demos={cfg.demos}: {err}") from err
             log.info("demonstrations: %s (%d%% of each batch)", demo_info, round(100 * cfg.demo_ratio))
         if cfg.obs_norm == "demos":  # a resumed run loads the same values back from its checkpoint
-            if self.demo_buffer is None or self.pixel_obs is not None:
-                raise ConfigError(f"obs_norm=demos standardises the state with the demonstrations' statistics: "
-                                  f"it needs demos= and a state-based agent (demos={cfg.demos!r}, "
-                                  f"agent.cameras={list(cfg.agent.cameras)}); set obs_norm=none")
             states = torch.from_numpy(self.demo_buffer.obs[: len(self.demo_buffer)].reshape(-1, obs_dim))
             self.agent.set_obs_norm(states.mean(0), states.std(0))
         self.to_demos = bool(cfg.intervention.enabled and cfg.intervention.to_demos)
