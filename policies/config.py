@@ -147,6 +147,8 @@ class TrainConfig:
     demos: str | None = None
     demo_ratio: float = 0.5
     bc_steps: int = 0  # behaviour-cloning steps on the demos before RL (0: none)
+    actor_freeze_steps: int = 0  # learning steps (env steps after warm-up) in which only the critics learn
+    actor_lr_warmup: int = 0  # actor updates over which the actor's learning rate ramps up from 0 (after any freeze)
     obs_norm: str = "none"  # none | demos: standardise the state input by the demos' mean/std (networks.ObsNorm)
     bc_loss: str = "mse"  # mse | nll (SAC.bc_update says why mse)
     demos_success_only: bool = False  # keep only the demo episodes labelled successful (HIL-SERL's demos)
@@ -188,7 +190,8 @@ def validate(cfg: DictConfig) -> None:
     for key, v in positive_ints.items():
         if v < 1:
             _fail(key, v, "must be an integer >= 1")
-    for key in ("warmup_steps", "eval_every", "checkpoint_every", "video_episodes", "bc_steps"):
+    for key in ("warmup_steps", "eval_every", "checkpoint_every", "video_episodes", "bc_steps", "actor_freeze_steps",
+                "actor_lr_warmup"):
         if cfg[key] < 0:
             _fail(key, cfg[key], "must be >= 0")
     for key in ("lr", "actor_lr", "critic_lr", "alpha_lr", "init_alpha"):

@@ -104,15 +104,18 @@ def test_estop_stale_state_workspace_and_nan(probe):
         drive([float("nan"), 0.0, 0.0], 0.5)
         assert all(speed(m) == 0.0 for m in probe.msgs[SERVO][n + 5:])
 
-        # E-stop: commands drop to zero within one control period and the arm stops; latched.
+        # E-stop: commands drop to zero promptly and the arm stops; latched. The policy keeps
+        # commanding through the press, so the stale-command watchdog (0.3 s) cannot be what zeroes
+        # them. The bound is loose on purpose: on a loaded 2-core machine DDS delivery alone has
+        # taken 101 ms (a 100 ms bound failed CI runs).
         drive([0.0, -0.2, 0.0], 0.8)
         n = len(probe.msgs[SERVO])
         t_press = time.monotonic()
         estop.publish(Bool(data=True))
-        probe.spin_until(lambda: any(speed(m) == 0 for m in probe.msgs[SERVO][n:]), 1.0)
-        first_zero = next(t for m, t in zip(probe.msgs[SERVO][n:], probe.times[SERVO][n:], strict=True)
-                          if speed(m) == 0.0)
-        assert first_zero - t_press < 0.1
+        drive([0.0, -0.2, 0.0], 0.5)
+        first_zero = next((t for m, t in zip(probe.msgs[SERVO][n:], probe.times[SERVO][n:], strict=True)
+                           if speed(m) == 0.0), None)
+        assert first_zero is not None and first_zero - t_press < 0.25
         drive([0.0, -0.2, 0.0], 0.5)  # the policy keeps asking; the arm stays
         p0 = pos(probe.last("ee_pose"))
         drive([0.0, -0.2, 0.0], 0.5)

@@ -202,3 +202,69 @@ def test_obs_norm_standardises_with_the_demos_and_travels_in_the_checkpoint(tmp_
         trainer.close()
     with pytest.raises(ConfigError, match="obs_norm=demos .* needs demos="):
         Trainer(compose([*base[:-2], f"run_dir={tmp_path / 'r2'}", "obs_norm=demos"]))
+
+
+def test_actor_freeze_steps_hold_the_actor_while_the_critics_learn(tmp_path):
+    """actor_freeze_steps=k: the first k learning steps update only the critics (the cloned actor
+    and the temperature stay exactly as cloned); from step k+1 the actor learns too."""
+    import torch
+
+    write_demos(tmp_path / "demos", episodes=4, length=10)
+    (tmp_path / "cfg" / "task").mkdir(parents=True)
+    (tmp_path / "cfg" / "task" / "point_reach.yaml").write_text(TOY_TASK)
+    base = [f"hydra.searchpath=[file://{tmp_path / 'cfg'}]", "task=point_reach", "warmup_steps=20",
+            "eval_every=0", "eval_episodes=1", "checkpoint_every=0", "video=false", "progress=false",
+            "agent.hidden=[16]", "agent.batch_size=16", f"demos={tmp_path / 'demos'}", "bc_steps=10",
+            "actor_freeze_steps=30", "agent.fused_update=false"]
+
+    def snapshot(trainer):
+        a = trainer.agent
+        return ([p.detach().clone() for p in a.actor.parameters()], [p.detach().clone() for p in a.critic.parameters()],
+                a.log_alpha.detach().clone())
+
+    trainer = Trainer(compose([*base, "total_steps=20", f"run_dir={tmp_path / 'r'}"]))
+    try:
+        trainer.train()  # cloning, then 20 warm-up env steps (the last one learns): the online buffer has data
+        actor0, critic0, alpha0 = snapshot(trainer)
+        trainer.learn(30 - trainer.num_updates, {})  # learning steps up to 30, all inside the freeze
+        actor1, critic1, alpha1 = snapshot(trainer)
+        assert all(torch.equal(x, y) for x, y in zip(actor0, actor1, strict=True)) and torch.equal(alpha0, alpha1)
+        assert any(not torch.equal(x, y) for x, y in zip(critic0, critic1, strict=True))
+        trainer.learn(2, {})  # past the freeze: the actor and the temperature learn
+        actor2, _, alpha2 = snapshot(trainer)
+        assert any(not torch.equal(x, y) for x, y in zip(actor1, actor2, strict=True)) and not torch.equal(alpha1, alpha2)
+    finally:
+        trainer.close()
+    with pytest.raises(ConfigError, match="actor_freeze_steps"):
+        compose([*base[:-2], "actor_freeze_steps=-1", f"run_dir={tmp_path / 'r2'}"])
+
+
+def test_actor_lr_warmup_makes_the_first_actor_steps_small(tmp_path):
+    """Adam with fresh moments moves each weight by ~lr on its first step whatever the gradient;
+    actor_lr_warmup=N scales the actor's learning rate by k/N on its k-th update (after the freeze),
+    so the first step after cloning moves the actor's weights by at most ~lr/N. The critics'
+    learning rate is untouched."""
+    write_demos(tmp_path / "demos", episodes=4, length=10)
+    (tmp_path / "cfg" / "task").mkdir(parents=True)
+    (tmp_path / "cfg" / "task" / "point_reach.yaml").write_text(TOY_TASK)
+    base = [f"hydra.searchpath=[file://{tmp_path / 'cfg'}]", "task=point_reach", "warmup_steps=20", "total_steps=20",
+            "eval_every=0", "eval_episodes=1", "checkpoint_every=0", "video=false", "progress=false",
+            "agent.hidden=[16]", "agent.batch_size=16", f"demos={tmp_path / 'demos'}", "bc_steps=10",
+            "actor_freeze_steps=5", "agent.lr=1e-3"]
+    moved = {}
+    for ramp in (0, 100):
+        trainer = Trainer(compose([*base, f"actor_lr_warmup={ramp}", f"run_dir={tmp_path / f'r{ramp}'}"]))
+        try:
+            trainer.train()
+            trainer.learn(5 - trainer.num_updates, {})  # to the end of the freeze
+            before = [p.detach().clone() for p in trainer.agent.actor.parameters()]
+            trainer.learn(1, {})  # the actor's first update
+            moved[ramp] = max(float((p.detach() - b).abs().max()) for p, b in zip(trainer.agent.actor.parameters(), before, strict=True))
+            groups = trainer.agent.optimizer.param_groups
+            assert groups[0]["lr"] == 1e-3  # critics
+            assert groups[1]["lr"] == pytest.approx(1e-3 if ramp == 0 else 1e-3 / ramp)
+            trainer.learn(9, {})
+            assert groups[1]["lr"] == pytest.approx(1e-3 if ramp == 0 else 1e-3 * 10 / ramp)
+        finally:
+            trainer.close()
+    assert moved[0] > 0.5e-3 and moved[100] < 1.5e-5, moved
