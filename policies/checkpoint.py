@@ -81,8 +81,10 @@ def load_policy(path: str | os.PathLike, expect: EmbodimentSpec | None = None, d
 
 def export_policy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Write a policy-only copy of checkpoint ``src`` (actor weights, config, spec) to ``dst``:
-    what a robot computer needs, without critics or optimiser state."""
+    what a robot computer needs, without optimiser state, and without critics unless the policy
+    chooses its actions by them (IBRL: the frozen clone and the critics come along)."""
     ckpt = load(src)
-    ckpt["agent"] = {k: ckpt["agent"][k] for k in ("actor", "encoder") if k in ckpt["agent"]}  # encoder: pixels
+    keep = ("actor", "encoder") + (("reference", "critic") if "reference" in ckpt["agent"] else ())
+    ckpt["agent"] = {k: ckpt["agent"][k] for k in keep if k in ckpt["agent"]}  # encoder: pixels; IBRL acts with Q
     ckpt["extra"] = {**ckpt.get("extra", {}), "exported_from": os.fspath(src)}
     atomic_torch_save(ckpt, dst)

@@ -80,6 +80,9 @@ class SACConfig:
     precision: str = "fp32"  # "bf16": matmuls in bfloat16 (autocast), weights/optimiser/losses fp32; "auto": bf16 where native
     bc_weight: float = 0.0  # > 0: the actor also imitates the demo side of each batch (TD3+BC-style; scale: bc_scale)
     bc_scale: str = "q"  # q: bc_weight x mean |Q| (TD3+BC), fixed: bc_weight alone (|Q| starts near 0 and shrinks with the temperature)
+    # IBRL (Hu et al. 2023): after bc_steps of cloning, a frozen copy of the clone proposes an action
+    # beside the actor's, for acting and for the TD target; the one the critics value more is taken.
+    ibrl: bool = False
     backward: str = "manual"  # "manual": hand-written gradients (policies/fused.py) where the networks qualify; "autograd"
     # Pixels (DrQ, policies/pixels.py): cameras the policy reads; empty = a state-based agent.
     cameras: list[str] = field(default_factory=list)
@@ -203,6 +206,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"obs_norm=demos standardises the state with the demonstrations' statistics: "
                           f"it needs demos= and a state-based agent (demos={cfg.demos!r}, "
                           f"agent.cameras={list(a.cameras)}); set obs_norm=none")
+    if a.ibrl and (not cfg.demos or not cfg.bc_steps or a.cameras):
+        raise ConfigError(f"agent.ibrl=true keeps the behaviour-cloned policy as a second proposal: it needs demos= "
+                          f"and bc_steps > 0, and a state-based agent (demos={cfg.demos!r}, bc_steps={cfg.bc_steps}, "
+                          f"agent.cameras={list(a.cameras)}); set agent.ibrl=false")
     if cfg.warmup_actions not in ("random", "policy"):
         _fail("warmup_actions", cfg.warmup_actions, "must be 'random' (uniform) or 'policy' (the actor plus noise)")
     if not cfg.warmup_noise >= 0.0:

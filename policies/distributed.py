@@ -187,6 +187,9 @@ def validate_distributed(d: DictConfig | DistributedConfig, cfg: DictConfig | No
         fail("reward.kind", cfg.reward.kind, "the actor/learner split trains on the env's reward only "
              "(reward=task_dense, reward.normalize=false); learned reward terms need the learner to see "
              "observation dicts, which the wire format does not carry yet")
+    if cfg is not None and cfg.agent.get("ibrl"):
+        fail("agent.ibrl", True, "the actor/learner split sends the actor's weights only, and IBRL's actors also need "
+             "the frozen clone and the critics; use rewardforge-train")
     if cfg is not None and cfg.warmup_actions != "random":
         fail("warmup_actions", cfg.warmup_actions, "actors act uniformly at random until the learner's first "
              "weights arrive; warmup_actions=policy is for the single-process loop (rewardforge-train)")

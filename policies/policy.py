@@ -16,12 +16,12 @@ import numpy as np
 import torch
 
 from common.spec import EmbodimentSpec, flatten_state
-from policies.networks import TanhGaussianActor
+from policies.networks import EnsembleCritic, ProposalSelector, TanhGaussianActor
 from policies.pixels import PixelEncoder, PixelObs, build_encoder, to_device
 
 
 class Policy:
-    def __init__(self, actor: TanhGaussianActor, embodiment: EmbodimentSpec, device: str | torch.device = "cpu",
+    def __init__(self, actor: TanhGaussianActor | ProposalSelector, embodiment: EmbodimentSpec, device: str | torch.device = "cpu",
                  step: int = 0, config: Mapping[str, Any] | None = None, check_observations: bool = True,
                  encoder: PixelEncoder | None = None) -> None:
         self.actor = actor.to(device).eval()
@@ -41,6 +41,8 @@ class Policy:
         actor = TanhGaussianActor(ckpt["obs_dim"], ckpt["act_dim"], tuple(agent_cfg.get("hidden", (256, 256))),
                                   bool(agent_cfg.get("actor_layer_norm", False)))
         actor.load_state_dict(ckpt["agent"]["actor"])
+        if "reference" in ckpt["agent"]:  # IBRL: the higher-valued of the actor's and the frozen clone's actions
+            actor = _ibrl_actor(ckpt, actor)
         spec = EmbodimentSpec.from_dict(ckpt["embodiment"])
         encoder = None
         if agent_cfg.get("cameras"):  # a pixel policy: its encoder (frozen trunks included) is in the checkpoint
@@ -67,3 +69,15 @@ class Policy:
     def act_batch(self, obs: Mapping[str, np.ndarray], deterministic: bool = True) -> np.ndarray:
         """Actions (B, A) for a batch of observations (each value with a leading batch axis)."""
         return self.actor.act(self._features(obs, batched=True), deterministic).cpu().numpy()
+
+
+def _ibrl_actor(ckpt: Mapping[str, Any], actor: TanhGaussianActor) -> ProposalSelector:
+    """The acting rule of an IBRL checkpoint (agent.ibrl=true): the actor, the frozen clone and the critics."""
+    a = ckpt["config"].get("agent", {})
+    hidden = tuple(a.get("hidden", (256, 256)))
+    reference = TanhGaussianActor(ckpt["obs_dim"], ckpt["act_dim"], hidden, bool(a.get("actor_layer_norm", False)))
+    reference.load_state_dict(ckpt["agent"]["reference"])
+    critic = EnsembleCritic(ckpt["obs_dim"], ckpt["act_dim"], int(a.get("critic_ensemble", 2)), hidden,
+                            bool(a.get("critic_layer_norm", False)))
+    critic.load_state_dict(ckpt["agent"]["critic"])
+    return ProposalSelector(actor, reference, critic, str(a.get("actor_q", "min")))

@@ -6,7 +6,9 @@ Options from the sample-efficient SAC line of work:
 * LayerNorm in the critic (RLPD),
 * update-to-data ratio: ``utd`` critic updates per env step, the actor once
   after the last of them (RLPD),
-* n-step returns (the replay buffer supplies R^(n) and gamma^m (1 - terminated)).
+* n-step returns (the replay buffer supplies R^(n) and gamma^m (1 - terminated)),
+* a frozen imitation policy as a second proposal for acting and for the TD target
+  (IBRL, Hu et al. 2023; ``ibrl=true``, :meth:`SAC.set_reference`).
 
 Everything in :meth:`SAC.update` stays on the device as tensors: no ``.item()``
 per step; metrics are returned as tensors and read out only when logged.
@@ -14,6 +16,7 @@ per step; metrics are returned as tensors and read out only when logged.
 
 from __future__ import annotations
 
+import copy
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from policies import fused
-from policies.networks import EnsembleCritic, TanhGaussianActor
+from policies.networks import EnsembleCritic, ProposalSelector, TanhGaussianActor
 
 
 class SAC:
@@ -62,6 +65,8 @@ class SAC:
         self.precision = precision
         self._bf16 = precision == "bf16"
         self._manual = getattr(cfg, "backward", "autograd") == "manual" and fused.supported(cfg)
+        self.reference: TanhGaussianActor | None = None  # IBRL's frozen imitation policy (set_reference)
+        self._selector: ProposalSelector | None = None
 
     def _extra_param_groups(self) -> list[dict[str, Any]]:
         """Optimiser groups a subclass adds (an image encoder trained through the critic loss, as in
@@ -73,10 +78,17 @@ class SAC:
         for net in (self.actor, self.critic, self.critic_target):
             net.obs_norm.set(mean.to(self.device), std.to(self.device))
 
+    def set_reference(self) -> None:
+        """Freeze a copy of the actor as it is now (after behaviour cloning) as IBRL's imitation
+        policy: from here on the agent acts, and bootstraps its TD target, with whichever of the
+        actor's and this copy's actions the critics value more (networks.ProposalSelector)."""
+        self.reference = copy.deepcopy(self.actor).requires_grad_(False).eval()
+        self._selector = ProposalSelector(self.actor, self.reference, self.critic, self.cfg.actor_q)
+
     # ---- acting -----------------------------------------------------------
     @torch.inference_mode()
     def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
-        return self.actor.act(obs, deterministic)
+        return (self._selector or self.actor).act(obs, deterministic)
 
     # ---- learning ---------------------------------------------------------
     def _target_members(self) -> Tensor | None:
@@ -98,6 +110,8 @@ class SAC:
             L_Q = sum_i 1/2 E[(Q_i(s, a) - y)^2]
         Actor (eq. 7-10, reparameterised):  L_pi = E[alpha log pi(a~|s) - Q(s, a~)],  a~ ~ pi(.|s)
         Temperature (eq. 17-18):           L_alpha = E[-log alpha (log pi(a~|s) + H_target)]
+        With a reference (IBRL): min_j Qbar_j(s', a') above becomes the larger of it and
+        min_j Qbar_j(s', mu_IL(s')), the frozen clone's action valued by the same members.
         With bc_weight = w > 0 (TD3+BC-style, Fujimoto & Gu 2021, the BC term scaled by the Q
         magnitude so w is free of the reward's scale):
             L_pi += w E_batch[|Q|] E_demo[||tanh(mu(s)) - a_demo||^2]
@@ -106,17 +120,25 @@ class SAC:
         again as the temperature's entropy bonus leaves the soft values.)
         """
         imitate = bool(self.cfg.bc_weight and demo_rows and update_actor)  # a term fused.py does not cover
-        if self._manual and not obs.requires_grad and not imitate:  # same losses, hand-written gradients (policies/fused.py)
+        manual = self._manual and not obs.requires_grad and not imitate and self.reference is None  # nor IBRL's target
+        if manual:  # same losses, hand-written gradients (policies/fused.py)
             return fused.update(self, obs, act, rew, next_obs, discount, update_actor)
         alpha = self.log_alpha.detach().exp()
+        metrics = {}
         with torch.no_grad(), self._autocast():
             next_act, next_logp = self.actor.sample(next_obs)
-            q_next = self.critic_target(next_obs, next_act, members=self._target_members()).min(0).values
+            members = self._target_members()
+            q_next = self.critic_target(next_obs, next_act, members=members).min(0).values
+            if self.reference is not None:  # IBRL: bootstrap from the better of the two proposals
+                q_il = self.critic_target(next_obs, self.reference.act(next_obs, True), members=members).min(0).values
+                metrics["il_share"] = (q_il > q_next).float().mean()
+                q_next = torch.maximum(q_next, q_il)
+            # (the entropy bonus stays the RL policy's whichever proposal wins, so the choice is by Q alone)
             y = rew + discount * (q_next.float() - alpha * next_logp)
         with self._autocast():
             q = self.critic(obs, act).float()  # (N, B)
         critic_loss = 0.5 * (q - y).pow(2).mean(1).sum()
-        metrics = {"critic_loss": critic_loss.detach(), "q_mean": q.detach().mean()}
+        metrics.update(critic_loss=critic_loss.detach(), q_mean=q.detach().mean())
 
         if not self.cfg.fused_update:  # textbook order: critic step, then actor with the new critic
             self._step(critic_loss)
@@ -192,10 +214,15 @@ class SAC:
             "log_alpha": self.log_alpha.detach().cpu(),
             "optimizer": self.optimizer.state_dict(),
             "num_updates": self._num_updates,
+            **({"reference": self.reference.state_dict()} if self.reference is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any], load_optimizer: bool = True) -> None:
         self.actor.load_state_dict(state["actor"])
+        if "reference" in state:
+            if self.reference is None:
+                self.set_reference()
+            self.reference.load_state_dict(state["reference"])
         self.critic.load_state_dict(state["critic"])
         self.critic_target.load_state_dict(state["critic_target"])
         with torch.no_grad():

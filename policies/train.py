@@ -400,6 +400,8 @@ class Trainer:
         cfg, agent_cfg, E = self.cfg, self.cfg.agent, self.cfg.num_envs
         if not self.try_resume() and cfg.bc_steps and self.demo_buffer is not None:
             self.pretrain_bc(cfg.bc_steps)
+            if agent_cfg.ibrl:  # the clone, frozen, becomes the second proposal (a resumed run loads it)
+                self.agent.set_reference()
         OmegaConf.save(cfg, self.run_dir / "config.yaml", resolve=True)
         start_step, t0 = self.step, time.perf_counter()
         obs, _ = self.envs.reset(seed=cfg.seed + self.step)  # a resumed run starts fresh episodes

@@ -1,0 +1,106 @@
+"""IBRL (agent.ibrl=true): the behaviour-cloned policy stays, frozen, as a second proposal; the agent
+acts and bootstraps with whichever of the two actions its critics value more, and its checkpoint
+acts the same way when deployed."""
+
+import numpy as np
+import pytest
+import torch
+
+from policies.checkpoint import export_policy, load_policy
+from policies.config import ConfigError, compose
+from policies.networks import better_of
+from policies.train import Trainer
+from tests.test_train_demos import TOY_TASK, write_demos
+
+
+def _base(tmp_path, *extra):
+    write_demos(tmp_path / "demos", episodes=4, length=10)
+    (tmp_path / "cfg" / "task").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "cfg" / "task" / "point_reach.yaml").write_text(TOY_TASK)
+    return [f"hydra.searchpath=[file://{tmp_path / 'cfg'}]", "task=point_reach", "warmup_steps=20",
+            "eval_every=0", "eval_episodes=1", "checkpoint_every=0", "video=false", "progress=false",
+            "agent.hidden=[16]", "agent.batch_size=16", f"demos={tmp_path / 'demos'}", "bc_steps=20",
+            "agent.ibrl=true", *extra]
+
+
+def test_better_of_takes_the_higher_valued_proposal_per_row():
+    a_rl, a_il = torch.zeros(3, 2), torch.ones(3, 2)
+    q_rl = torch.tensor([[1.0, 5.0, 2.0], [3.0, 5.0, 2.0]])  # (N=2 critics, B=3)
+    q_il = torch.tensor([[4.0, 0.0, 2.0], [0.5, 6.0, 2.0]])
+    act, il = better_of(q_rl, q_il, a_rl, a_il, "min")  # mins: rl 1, 5, 2; il 0.5, 0, 2
+    assert il.tolist() == [False, False, False] and torch.equal(act, a_rl)
+    act, il = better_of(q_rl, q_il, a_rl, a_il, "mean")  # means: rl 2, 5, 2; il 2.25, 3, 2 (a tie keeps RL)
+    assert il.tolist() == [True, False, False]
+    assert torch.equal(act, torch.tensor([[1.0, 1.0], [0.0, 0.0], [0.0, 0.0]]))
+
+
+def test_ibrl_keeps_the_clone_frozen_acts_by_q_and_deploys_the_same_rule(tmp_path):
+    trainer = Trainer(compose([*_base(tmp_path), "total_steps=60", f"run_dir={tmp_path / 'r'}"]))
+    try:
+        agent, clone = trainer.agent, []
+        freeze = agent.set_reference
+        agent.set_reference = lambda: (clone.extend(p.detach().clone() for p in agent.actor.parameters()), freeze())
+        trainer.train()  # cloning, then warm-up and 40 learning steps
+        # the reference is the clone as it was when cloning ended, and stays so while the actor learns
+        assert clone and all(torch.equal(c, r) for c, r in zip(clone, agent.reference.parameters(), strict=True))
+        ref_now = [p.detach().clone() for p in agent.reference.parameters()]
+        before_actor = [p.detach().clone() for p in agent.actor.parameters()]
+        trainer.learn(5, {})
+        assert all(torch.equal(a, b) for a, b in zip(ref_now, agent.reference.parameters(), strict=True))
+        assert any(not torch.equal(a, b) for a, b in zip(before_actor, agent.actor.parameters(), strict=True))
+        # acting: per row the action of the proposal with the higher min-Q (SAC's actor_q=min). The
+        # actor has learnt to please the critics on every row of this toy (the RL action wins); pushed
+        # off by shifting its mean action, the clone wins
+        obs = torch.from_numpy(np.random.default_rng(3).uniform(-1, 1, (64, 4)).astype(np.float32))
+        wins = []
+        for shift in (0.0, 2.0, -2.0):
+            with torch.no_grad():
+                agent.actor.net[-1].bias[:2] += shift
+                a_rl, a_il = agent.actor.act(obs, True), agent.reference.act(obs, True)
+                v_rl, v_il = agent.critic(obs, a_rl).min(0).values, agent.critic(obs, a_il).min(0).values
+            torch.testing.assert_close(agent.act(obs, deterministic=True), torch.where((v_il > v_rl)[:, None], a_il, a_rl))
+            wins.append(int((v_il > v_rl).sum()))
+            with torch.no_grad():
+                agent.actor.net[-1].bias[:2] -= shift
+        assert wins[0] == 0 and max(wins) > 0, wins
+        # the TD target takes the better of the two as well: its share is logged
+        metrics = {}
+        trainer.learn(1, metrics)
+        assert 0.0 <= float(metrics["il_share"]) <= 1.0
+        # deployed (full checkpoint and policy-only export) the policy acts by the same rule
+        path = trainer.save_checkpoint("ibrl.pt")
+        export_policy(path, tmp_path / "exported.pt")
+        for p in (path, tmp_path / "exported.pt"):
+            policy = load_policy(p)
+            rows = {"position": obs[:, :2].numpy(), "goal": obs[:, 2:].numpy()}
+            np.testing.assert_allclose(policy.act_batch(rows), agent.act(obs, deterministic=True).numpy(), atol=1e-6)
+    finally:
+        trainer.close()
+
+
+def test_ibrl_resumes_with_its_reference_and_refuses_what_it_cannot_do(tmp_path):
+    base = _base(tmp_path, "checkpoint_every=30")
+    trainer = Trainer(compose([*base, "total_steps=30", f"run_dir={tmp_path / 'r'}"]))
+    try:
+        trainer.train()
+        ref = [p.detach().clone() for p in trainer.agent.reference.parameters()]
+    finally:
+        trainer.close()
+    resumed = Trainer(compose([*base, "total_steps=40", f"run_dir={tmp_path / 'r'}"]))
+    try:
+        assert resumed.try_resume()
+        assert all(torch.equal(a, b) for a, b in zip(ref, resumed.agent.reference.parameters(), strict=True))
+    finally:
+        resumed.close()
+    no_demos = [o for o in base if not o.startswith("demos=")]
+    with pytest.raises(ConfigError, match="agent.ibrl=true .* needs demos="):
+        compose([*no_demos, f"run_dir={tmp_path / 'r2'}"])
+    with pytest.raises(ConfigError, match="bc_steps > 0"):
+        compose([*base, "bc_steps=0", f"run_dir={tmp_path / 'r3'}"])
+    from omegaconf import OmegaConf
+
+    from policies.distributed import DistributedConfig, validate_distributed
+
+    with pytest.raises(ConfigError, match="agent.ibrl"):
+        validate_distributed(OmegaConf.structured(DistributedConfig), compose([*base, f"run_dir={tmp_path / 'r4'}"]))
+
