@@ -84,12 +84,16 @@ def episode_stage(env, success: bool, stage: int) -> int:
     return max(stage, 2 if u.lifted(grasped=True) else 1)
 
 
-def final_success(run_dir: Path, task_cfg, episodes: int) -> tuple[float, dict[str, int]]:
-    """Success rate of a run's final deterministic policy on ``episodes`` fresh episodes, and how
-    many episodes ended at each of STAGES. The training-time evaluations replay the same few seeded
-    episodes at every step, which is too few to judge an 80% target (measured: 0.8 on the 10
-    replayed episodes, 0.5 on 50 fresh ones). Success counts at any step, as in training."""
+def final_success(run_dir: Path, task_cfg, episodes: int) -> tuple[float, dict[str, int], dict[str, float]]:
+    """Success rate of a run's final deterministic policy on ``episodes`` fresh episodes, how many
+    episodes ended at each of STAGES, and for an IBRL policy (agent.ibrl) each of its two proposals
+    alone on the same episodes ({"clone": .., "actor": ..}: does choosing by Q beat the clone?).
+    The training-time evaluations replay the same few seeded episodes at every step, which is too
+    few to judge an 80% target (measured: 0.8 on the 10 replayed episodes, 0.5 on 50 fresh ones).
+    Success counts at any step, as in training."""
     from policies.checkpoint import load_policy
+    from policies.networks import ProposalSelector
+    from policies.policy import Policy
     from policies.train import evaluate, make_env
 
     policy = load_policy(run_dir / "checkpoints" / "final.pt")
@@ -99,13 +103,20 @@ def final_success(run_dir: Path, task_cfg, episodes: int) -> tuple[float, dict[s
     def track(ep: int, info: dict) -> None:
         stages[ep] = episode_stage(env, bool(info.get("success", False)), stages.get(ep, 0))
 
+    def success_of(p: Policy, on_step=None) -> float:
+        return evaluate(lambda o: p(o)[None], env, p.embodiment, episodes, FINAL_EVAL_SEED,
+                        prepare=lambda o: o, on_step=on_step)[0]
+
     try:
-        success, _ = evaluate(lambda o: policy(o)[None], env, policy.embodiment, episodes, FINAL_EVAL_SEED,
-                              prepare=lambda o: o, on_step=track)
+        success = success_of(policy, track)
+        parts = {}
+        if isinstance(policy.actor, ProposalSelector):
+            for name, net in (("clone", policy.actor.reference), ("actor", policy.actor.actor)):
+                parts[name] = success_of(Policy(net, policy.embodiment, config=policy.config))
     finally:
         env.close()
     counts = {name: sum(stages[ep] == i for ep in stages) for i, name in enumerate(STAGES)}
-    return success, counts
+    return success, counts, parts
 
 
 def _train_one(args: tuple[str, str, int, int, int, str, list[str], str, list[str], list[str], int]) -> dict:
@@ -123,9 +134,9 @@ def _train_one(args: tuple[str, str, int, int, int, str, list[str], str, list[st
         overrides += person_extra
     cfg = compose([*overrides, *extra])
     result = run(cfg)
-    final, stages = final_success(run_dir, cfg.task, final_episodes) if final_episodes else (None, None)
+    final, stages, parts = final_success(run_dir, cfg.task, final_episodes) if final_episodes else (None, None, {})
     return {"method": method, "seed": seed, "eval_curve": result["eval_curve"], "final_success": final,
-            "final_stages": stages,
+            "final_stages": stages, "final_proposals": parts,
             "train_curve": train_curve(run_dir / "metrics.jsonl", eval_every)}
 
 
@@ -218,11 +229,17 @@ def main() -> None:
             summary[method].update(final_success=finals, final_median=float(np.median(finals)),
                                    final_episodes=args.final_episodes,
                                    final_stages={k: sum(st[k] for st in stages) for k in STAGES})
+            parts = [r["final_proposals"] for r in mine if r.get("final_proposals")]
+            if parts:  # IBRL: each proposal alone on the same fresh episodes
+                summary[method]["final_proposals"] = {k: [p[k] for p in parts] for k in parts[0]}
         print(f"{method} (median over seeds): " + ", ".join(f"{c['step'] / 1000:g}k {c['median']:.2f}" for c in curve))
         if finals:
             print(f"  final policy on {args.final_episodes} fresh episodes: median {np.median(finals):.2f} "
                   f"(per seed {', '.join(f'{f:.2f}' for f in finals)}); episodes ended at: "
                   + ", ".join(f"{k} {v}" for k, v in summary[method]["final_stages"].items()))
+        for name, vals in summary[method].get("final_proposals", {}).items():
+            print(f"  {name} alone on the same episodes: median {np.median(vals):.2f} "
+                  f"(per seed {', '.join(f'{v:.2f}' for v in vals)})")
         print("  training episodes (success, person's share): "
               + ", ".join(f"{t['step'] / 1000:g}k {t['success_median']:.2f}/{t['person_share_median']:.2f}" for t in train))
     if {"rlpd", "sac"} <= set(args.methods):

@@ -86,6 +86,17 @@ def test_ibrl_resumes_with_its_reference_and_refuses_what_it_cannot_do(tmp_path)
         ref = [p.detach().clone() for p in trainer.agent.reference.parameters()]
     finally:
         trainer.close()
+    # the benchmark's final re-evaluation scores the policy and each proposal alone on the same episodes
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "rlpd_demos.py"
+    spec = importlib.util.spec_from_file_location("rlpd_demos", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    success, stages, parts = bench.final_success(tmp_path / "r", compose([*base, "total_steps=30"]).task, 2)
+    assert set(parts) == {"clone", "actor"} and all(0.0 <= v <= 1.0 for v in [success, *parts.values()])
+    assert sum(stages.values()) == 2
     resumed = Trainer(compose([*base, "total_steps=40", f"run_dir={tmp_path / 'r'}"]))
     try:
         assert resumed.try_resume()
