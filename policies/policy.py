@@ -38,9 +38,7 @@ class Policy:
     def from_checkpoint(cls, ckpt: Mapping[str, Any], device: str | torch.device = "cpu",
                         check_observations: bool = True) -> Policy:
         agent_cfg = ckpt["config"].get("agent", {})
-        actor = TanhGaussianActor(ckpt["obs_dim"], ckpt["act_dim"], tuple(agent_cfg.get("hidden", (256, 256))),
-                                  bool(agent_cfg.get("actor_layer_norm", False)))
-        actor.load_state_dict(ckpt["agent"]["actor"])
+        actor = _actor(ckpt, "actor")
         if "reference" in ckpt["agent"]:  # IBRL: the higher-valued of the actor's and the frozen clone's actions
             actor = _ibrl_actor(ckpt, actor)
         spec = EmbodimentSpec.from_dict(ckpt["embodiment"])
@@ -71,13 +69,20 @@ class Policy:
         return self.actor.act(self._features(obs, batched=True), deterministic).cpu().numpy()
 
 
+def _actor(ckpt: Mapping[str, Any], key: str) -> TanhGaussianActor:
+    """The actor network stored under ``ckpt["agent"][key]`` ("actor", or IBRL's "reference" clone)."""
+    a = ckpt["config"].get("agent", {})
+    net = TanhGaussianActor(ckpt["obs_dim"], ckpt["act_dim"], tuple(a.get("hidden", (256, 256))),
+                            bool(a.get("actor_layer_norm", False)))
+    net.load_state_dict(ckpt["agent"][key])
+    return net
+
+
 def _ibrl_actor(ckpt: Mapping[str, Any], actor: TanhGaussianActor) -> ProposalSelector:
     """The acting rule of an IBRL checkpoint (agent.ibrl=true): the actor, the frozen clone and the critics."""
     a = ckpt["config"].get("agent", {})
     hidden = tuple(a.get("hidden", (256, 256)))
-    reference = TanhGaussianActor(ckpt["obs_dim"], ckpt["act_dim"], hidden, bool(a.get("actor_layer_norm", False)))
-    reference.load_state_dict(ckpt["agent"]["reference"])
     critic = EnsembleCritic(ckpt["obs_dim"], ckpt["act_dim"], int(a.get("critic_ensemble", 2)), hidden,
                             bool(a.get("critic_layer_norm", False)))
     critic.load_state_dict(ckpt["agent"]["critic"])
-    return ProposalSelector(actor, reference, critic, str(a.get("actor_q", "min")))
+    return ProposalSelector(actor, _actor(ckpt, "reference"), critic, str(a.get("actor_q", "min")))
