@@ -113,8 +113,10 @@ def test_policy_node_learns_online_with_a_scripted_person(tmp_path):
     online = {tuple(row) for row in t.buffer.obs[:n, 0]}
     assert all(tuple(row) in online for row in demo.obs[:len(demo), 0])
     episodes = [r for r in t.rows if r["kind"] == "episode" and r.get("actor") == ACTOR]
-    assert episodes and all(0 < r["episode_length"] <= 32 for r in episodes), episodes
-    # one learner episode per sim episode (3 s = 30 control steps; the first may start late)
+    # one learner episode per sim episode: 3 s of wall clock = 30 control steps at 10 Hz. The person's reset
+    # may come a few steps late on a loaded 2-core machine (CI saw 33); two merged episodes would be >= 60.
+    assert episodes and all(0 < r["episode_length"] <= 45 for r in episodes), episodes
+    # the first episode may start late, so only later ones have a lower bound
     assert all(r["episode_length"] >= 10 for r in episodes[1:]), episodes
     assert any(r["intervention_steps"] > 0 for r in episodes)
     # every 2nd episode (sim/episode numbers 1, 3, ...) measures the policy alone: nobody steps in
