@@ -65,26 +65,27 @@ def score(actor: TanhGaussianActor, spec: EmbodimentSpec, kind: str, episodes: i
     """Success (at any step, as training's evaluation counts it) overall, on table goals and on raised goals."""
     from omegaconf import OmegaConf
 
-    from policies.train import make_env
+    from policies.train import evaluate, make_env
 
     env = make_env(OmegaConf.load(Path(__file__).resolve().parents[1] / "configs/task/panda_pick_place.yaml"))
-    wins, table = [], []
+    wins, table = np.zeros(episodes, bool), np.zeros(episodes, bool)
+
+    def track(ep: int, info: dict) -> None:
+        u = env.unwrapped
+        table[ep] = u.goal[2] - u.block_half < 0.01
+        wins[ep] |= bool(info.get("success", False))
+
+    def act(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return actor.act(torch.from_numpy(x), True).numpy()
+
     try:
-        for ep in range(episodes):
-            obs, _ = env.reset(seed=first_seed + ep)
-            u = env.unwrapped
-            table.append(bool(u.goal[2] - u.block_half < 0.01))
-            won, done = False, False
-            while not done:
-                with torch.no_grad():
-                    act = actor.act(torch.from_numpy(features(spec, flatten_state(spec, obs), kind)[None]), True)
-                obs, _, term, trunc, info = env.step(act[0].numpy())
-                done, won = term or trunc, won or bool(info["success"])
-            wins.append(won)
+        success = evaluate(act, env, spec, episodes, first_seed, on_step=track,
+                           prepare=lambda o: features(spec, flatten_state(spec, o), kind)[None])[0]
     finally:
         env.close()
-    w, t = np.array(wins), np.array(table)
-    return {"success": float(w.mean()), "table": f"{w[t].sum()}/{t.sum()}", "raised": f"{w[~t].sum()}/{(~t).sum()}"}
+    w, t = wins, table
+    return {"success": success, "table": f"{w[t].sum()}/{t.sum()}", "raised": f"{w[~t].sum()}/{(~t).sum()}"}
 
 
 def main() -> None:
