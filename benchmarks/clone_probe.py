@@ -10,7 +10,13 @@ quick way to compare demo sets and input features before paying for an RL run::
     uv run --frozen python benchmarks/clone_probe.py --record-seed 50000 --seeds 0 1
     uv run --frozen python benchmarks/clone_probe.py --record-seed 51000 --features relative
 
-``--features relative`` appends block - fingertips, goal - block and goal - fingertips to the state.
+``--features relative`` appends block - fingertips, goal - block and goal - fingertips to the state;
+``--fields`` keeps only the named state fields. ``--ensemble K`` clones K times (seeds s, s+1, ...,
+s+K-1 for each ``--seeds`` entry s) and scores the first clone alone and the mean of the K clones'
+deterministic actions, on the same episodes: a clone of 20 demos varies a lot with its seed, and
+averaging is the cheapest way to take that variance out::
+
+    uv run --frozen python benchmarks/clone_probe.py --record-seed 52000 --ensemble 5
 """
 
 from __future__ import annotations
@@ -30,17 +36,21 @@ from common.episodes import Dataset  # noqa: E402
 from common.spec import EmbodimentSpec, flatten_state  # noqa: E402
 from policies.networks import TanhGaussianActor  # noqa: E402
 
+FIELDS: list[str] | None = None  # --fields: the state fields the clone sees (None: all)
+
 
 def features(spec: EmbodimentSpec, states: np.ndarray, kind: str) -> np.ndarray:
-    """The state vectors, with the three relative positions appended for ``kind="relative"``."""
+    """The state vectors (only ``FIELDS`` if set), with the three relative positions appended for
+    ``kind="relative"``."""
     states = np.asarray(states, np.float32)
-    if kind == "absolute":
-        return states
     where, i = {}, 0
     for f in spec.state_fields:
         where[f.name], i = slice(i, i + f.size), i + f.size
+    kept = states if FIELDS is None else np.concatenate([states[..., where[k]] for k in FIELDS], -1)
+    if kind == "absolute":
+        return kept
     ee, block, goal = (states[..., where[k]] for k in ("ee_pos", "object_pos", "goal_pos"))
-    return np.concatenate([states, block - ee, goal - block, goal - ee], axis=-1)
+    return np.concatenate([kept, block - ee, goal - block, goal - ee], axis=-1)
 
 
 def clone(dataset: Dataset, kind: str, seed: int, steps: int, batch: int = 256) -> TanhGaussianActor:
@@ -61,7 +71,17 @@ def clone(dataset: Dataset, kind: str, seed: int, steps: int, batch: int = 256) 
     return actor
 
 
-def score(actor: TanhGaussianActor, spec: EmbodimentSpec, kind: str, episodes: int, first_seed: int) -> dict:
+class MeanOfClones:
+    """The mean deterministic action of several clones (what ``score`` calls as ``act(x, True)``)."""
+
+    def __init__(self, actors: list[TanhGaussianActor]) -> None:
+        self.actors = actors
+
+    def act(self, x: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        return torch.stack([a.act(x, True) for a in self.actors]).mean(0)
+
+
+def score(actor: TanhGaussianActor | MeanOfClones, spec: EmbodimentSpec, kind: str, episodes: int, first_seed: int) -> dict:
     """Success (at any step, as training's evaluation counts it) overall, on table goals and on raised goals."""
     from omegaconf import OmegaConf
 
@@ -99,7 +119,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20000, help="cloning steps (the recipe's bc_steps)")
     ap.add_argument("--episodes", type=int, default=50)
     ap.add_argument("--first-episode-seed", type=int, default=FINAL_EVAL_SEED)
+    ap.add_argument("--ensemble", type=int, default=1, metavar="K", help="also score the mean of K clones")
+    ap.add_argument("--fields", nargs="+", help="state fields the clone sees (default: all)")
     args = ap.parse_args()
+    global FIELDS
+    FIELDS = args.fields
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         if args.demos:
@@ -115,10 +139,12 @@ def main() -> None:
         goals = [float(ds.episode(i)["observation.goal_pos"][0][2]) for i in range(ds.num_episodes)]
         print(f"{ds.num_episodes} demos from {path}; goals on the table: {sum(g < 0.035 for g in goals)}")
         for seed in args.seeds:
-            actor = clone(ds, args.features, seed, args.steps)
-            r = score(actor, ds.spec, args.features, args.episodes, args.first_episode_seed)
-            print(f"features={args.features} seed {seed}: success {r['success']:.2f} "
-                  f"(table goals {r['table']}, raised goals {r['raised']})", flush=True)
+            actors = [clone(ds, args.features, seed + k, args.steps) for k in range(args.ensemble)]
+            for name, policy in [(f"seed {seed}", actors[0])] + (
+                    [(f"mean of seeds {seed}-{seed + args.ensemble - 1}", MeanOfClones(actors))] if args.ensemble > 1 else []):
+                r = score(policy, ds.spec, args.features, args.episodes, args.first_episode_seed)
+                print(f"features={args.features} fields={args.fields or 'all'} {name}: success {r['success']:.2f} "
+                      f"(table goals {r['table']}, raised goals {r['raised']})", flush=True)
 
 
 if __name__ == "__main__":
