@@ -33,29 +33,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rlpd_demos import FINAL_EVAL_SEED  # noqa: E402
 
 from common.episodes import Dataset  # noqa: E402
-from common.spec import EmbodimentSpec, flatten_state  # noqa: E402
+from common.spec import EmbodimentSpec, flatten_state, unflatten_state  # noqa: E402
 from policies.networks import TanhGaussianActor  # noqa: E402
+from policies.pixels import PixelObs  # noqa: E402
 
-FIELDS: list[str] | None = None  # --fields: the state fields the clone sees (None: all)
 
-
-def features(spec: EmbodimentSpec, states: np.ndarray, kind: str) -> np.ndarray:
-    """The state vectors (only ``FIELDS`` if set), with the three relative positions appended for
-    ``kind="relative"``."""
+def features(spec: EmbodimentSpec, states: np.ndarray, kind: str, keep: EmbodimentSpec | None = None) -> np.ndarray:
+    """The state vectors (only ``keep``'s fields if given), with the three relative positions
+    appended for ``kind="relative"``."""
     states = np.asarray(states, np.float32)
-    where, i = {}, 0
-    for f in spec.state_fields:
-        where[f.name], i = slice(i, i + f.size), i + f.size
-    kept = states if FIELDS is None else np.concatenate([states[..., where[k]] for k in FIELDS], -1)
+    named = unflatten_state(spec, states)
+    kept = states if keep is None else flatten_state(keep, named)
     if kind == "absolute":
         return kept
-    ee, block, goal = (states[..., where[k]] for k in ("ee_pos", "object_pos", "goal_pos"))
+    ee, block, goal = (named[k] for k in ("ee_pos", "object_pos", "goal_pos"))
     return np.concatenate([kept, block - ee, goal - block, goal - ee], axis=-1)
 
 
-def clone(dataset: Dataset, kind: str, seed: int, steps: int, batch: int = 256) -> TanhGaussianActor:
+def clone(dataset: Dataset, kind: str, seed: int, steps: int, keep: EmbodimentSpec | None = None,
+          batch: int = 256) -> TanhGaussianActor:
     tr = dataset.transitions(images=False)
-    x = torch.from_numpy(features(dataset.spec, tr["state"], kind))
+    x = torch.from_numpy(features(dataset.spec, tr["state"], kind, keep))
     a = torch.from_numpy(np.asarray(tr["action"], np.float32))
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -81,7 +79,8 @@ class MeanOfClones:
         return torch.stack([a.act(x, True) for a in self.actors]).mean(0)
 
 
-def score(actor: TanhGaussianActor | MeanOfClones, spec: EmbodimentSpec, kind: str, episodes: int, first_seed: int) -> dict:
+def score(actor: TanhGaussianActor | MeanOfClones, spec: EmbodimentSpec, kind: str, episodes: int, first_seed: int,
+          keep: EmbodimentSpec | None = None) -> dict:
     """Success (at any step, as training's evaluation counts it) overall, on table goals and on raised goals."""
     from omegaconf import OmegaConf
 
@@ -101,7 +100,7 @@ def score(actor: TanhGaussianActor | MeanOfClones, spec: EmbodimentSpec, kind: s
 
     try:
         success = evaluate(act, env, spec, episodes, first_seed, on_step=track,
-                           prepare=lambda o: features(spec, flatten_state(spec, o), kind)[None])[0]
+                           prepare=lambda o: features(spec, flatten_state(spec, o), kind, keep)[None])[0]
     finally:
         env.close()
     w, t = wins, table
@@ -120,10 +119,8 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=50)
     ap.add_argument("--first-episode-seed", type=int, default=FINAL_EVAL_SEED)
     ap.add_argument("--ensemble", type=int, default=1, metavar="K", help="also score the mean of K clones")
-    ap.add_argument("--fields", nargs="+", help="state fields the clone sees (default: all)")
+    ap.add_argument("--fields", nargs="+", help="state fields the clone sees, kept in the spec's order (default: all)")
     args = ap.parse_args()
-    global FIELDS
-    FIELDS = args.fields
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         if args.demos:
@@ -138,11 +135,15 @@ def main() -> None:
         ds = Dataset(path)
         goals = [float(ds.episode(i)["observation.goal_pos"][0][2]) for i in range(ds.num_episodes)]
         print(f"{ds.num_episodes} demos from {path}; goals on the table: {sum(g < 0.035 for g in goals)}")
+        # the field selection agents use (agent.state_fields), which also rejects unknown names
+        keep = PixelObs(ds.spec, (), args.fields).state_spec if args.fields else None
         for seed in args.seeds:
-            actors = [clone(ds, args.features, seed + k, args.steps) for k in range(args.ensemble)]
-            for name, policy in [(f"seed {seed}", actors[0])] + (
-                    [(f"mean of seeds {seed}-{seed + args.ensemble - 1}", MeanOfClones(actors))] if args.ensemble > 1 else []):
-                r = score(policy, ds.spec, args.features, args.episodes, args.first_episode_seed)
+            actors = [clone(ds, args.features, seed + k, args.steps, keep) for k in range(args.ensemble)]
+            policies = [(f"seed {seed}", actors[0])]
+            if args.ensemble > 1:
+                policies.append((f"mean of seeds {seed}-{seed + args.ensemble - 1}", MeanOfClones(actors)))
+            for name, policy in policies:
+                r = score(policy, ds.spec, args.features, args.episodes, args.first_episode_seed, keep)
                 print(f"features={args.features} fields={args.fields or 'all'} {name}: success {r['success']:.2f} "
                       f"(table goals {r['table']}, raised goals {r['raised']})", flush=True)
 
