@@ -34,7 +34,7 @@ from rlpd_demos import FINAL_EVAL_SEED  # noqa: E402
 
 from common.episodes import Dataset  # noqa: E402
 from common.spec import EmbodimentSpec, flatten_state, unflatten_state  # noqa: E402
-from policies.networks import TanhGaussianActor  # noqa: E402
+from policies.networks import CloneEnsemble, TanhGaussianActor  # noqa: E402
 from policies.pixels import PixelObs  # noqa: E402
 
 
@@ -69,17 +69,7 @@ def clone(dataset: Dataset, kind: str, seed: int, steps: int, keep: EmbodimentSp
     return actor
 
 
-class MeanOfClones:
-    """The mean deterministic action of several clones (what ``score`` calls as ``act(x, True)``)."""
-
-    def __init__(self, actors: list[TanhGaussianActor]) -> None:
-        self.actors = actors
-
-    def act(self, x: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
-        return torch.stack([a.act(x, True) for a in self.actors]).mean(0)
-
-
-def score(actor: TanhGaussianActor | MeanOfClones, spec: EmbodimentSpec, kind: str, episodes: int, first_seed: int,
+def score(actor: TanhGaussianActor | CloneEnsemble, spec: EmbodimentSpec, kind: str, episodes: int, first_seed: int,
           keep: EmbodimentSpec | None = None) -> dict:
     """Success (at any step, as training's evaluation counts it) overall, on table goals and on raised goals."""
     from omegaconf import OmegaConf
@@ -141,7 +131,7 @@ def main() -> None:
             actors = [clone(ds, args.features, seed + k, args.steps, keep) for k in range(args.ensemble)]
             policies = [(f"seed {seed}", actors[0])]
             if args.ensemble > 1:
-                policies.append((f"mean of seeds {seed}-{seed + args.ensemble - 1}", MeanOfClones(actors)))
+                policies.append((f"mean of seeds {seed}-{seed + args.ensemble - 1}", CloneEnsemble(actors)))
             for name, policy in policies:
                 r = score(policy, ds.spec, args.features, args.episodes, args.first_episode_seed, keep)
                 print(f"features={args.features} fields={args.fields or 'all'} {name}: success {r['success']:.2f} "

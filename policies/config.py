@@ -150,6 +150,7 @@ class TrainConfig:
     demos: str | None = None
     demo_ratio: float = 0.5
     bc_steps: int = 0  # behaviour-cloning steps on the demos before RL (0: none)
+    bc_ensemble: int = 1  # clones trained (bc_steps each); > 1: IBRL's frozen proposal is their mean action
     actor_freeze_steps: int = 0  # learning steps (env steps after warm-up) in which only the critics learn
     actor_lr_warmup: int = 0  # actor updates over which the actor's learning rate ramps up from 0 (after any freeze)
     obs_norm: str = "none"  # none | demos: standardise the state input by the demos' mean/std (networks.ObsNorm)
@@ -210,6 +211,11 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"agent.ibrl=true keeps the behaviour-cloned policy as a second proposal: it needs demos= "
                           f"and bc_steps > 0, and a state-based agent (demos={cfg.demos!r}, bc_steps={cfg.bc_steps}, "
                           f"agent.cameras={list(a.cameras)}); set agent.ibrl=false")
+    if cfg.bc_ensemble < 1:
+        _fail("bc_ensemble", cfg.bc_ensemble, "must be an integer >= 1 (1: one clone, the actor itself)")
+    if cfg.bc_ensemble > 1 and not a.ibrl:
+        raise ConfigError(f"bc_ensemble={cfg.bc_ensemble} trains extra clones for IBRL's frozen proposal (their mean "
+                          f"action), and only agent.ibrl=true uses them: set agent.ibrl=true or bc_ensemble=1")
     if cfg.warmup_actions not in ("random", "policy"):
         _fail("warmup_actions", cfg.warmup_actions, "must be 'random' (uniform) or 'policy' (the actor plus noise)")
     if not cfg.warmup_noise >= 0.0:

@@ -16,12 +16,18 @@ import numpy as np
 import torch
 
 from common.spec import EmbodimentSpec, flatten_state
-from policies.networks import EnsembleCritic, ProposalSelector, TanhGaussianActor
+from policies.networks import (
+    CloneEnsemble,
+    EnsembleCritic,
+    ProposalSelector,
+    TanhGaussianActor,
+    reference_from_state,
+)
 from policies.pixels import PixelEncoder, PixelObs, build_encoder, to_device
 
 
 class Policy:
-    def __init__(self, actor: TanhGaussianActor | ProposalSelector, embodiment: EmbodimentSpec, device: str | torch.device = "cpu",
+    def __init__(self, actor: TanhGaussianActor | CloneEnsemble | ProposalSelector, embodiment: EmbodimentSpec, device: str | torch.device = "cpu",
                  step: int = 0, config: Mapping[str, Any] | None = None, check_observations: bool = True,
                  encoder: PixelEncoder | None = None) -> None:
         self.actor = actor.to(device).eval()
@@ -70,7 +76,7 @@ class Policy:
 
 
 def _actor(ckpt: Mapping[str, Any], key: str) -> TanhGaussianActor:
-    """The actor network stored under ``ckpt["agent"][key]`` ("actor", or IBRL's "reference" clone)."""
+    """The actor network stored under ``ckpt["agent"][key]``."""
     a = ckpt["config"].get("agent", {})
     net = TanhGaussianActor(ckpt["obs_dim"], ckpt["act_dim"], tuple(a.get("hidden", (256, 256))),
                             bool(a.get("actor_layer_norm", False)))
@@ -85,4 +91,6 @@ def _ibrl_actor(ckpt: Mapping[str, Any], actor: TanhGaussianActor) -> ProposalSe
     critic = EnsembleCritic(ckpt["obs_dim"], ckpt["act_dim"], int(a.get("critic_ensemble", 2)), hidden,
                             bool(a.get("critic_layer_norm", False)))
     critic.load_state_dict(ckpt["agent"]["critic"])
-    return ProposalSelector(actor, _actor(ckpt, "reference"), critic, str(a.get("actor_q", "min")))
+    reference = reference_from_state(ckpt["agent"]["reference"], ckpt["obs_dim"], ckpt["act_dim"], hidden,
+                                     bool(a.get("actor_layer_norm", False)))  # one clone, or bc_ensemble of them
+    return ProposalSelector(actor, reference, critic, str(a.get("actor_q", "min")))

@@ -17,6 +17,7 @@ per step; metrics are returned as tensors and read out only when logged.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -25,7 +26,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from policies import fused
-from policies.networks import EnsembleCritic, ProposalSelector, TanhGaussianActor
+from policies.networks import (
+    CloneEnsemble,
+    EnsembleCritic,
+    ProposalSelector,
+    TanhGaussianActor,
+    reference_from_state,
+)
 
 
 class SAC:
@@ -65,7 +72,7 @@ class SAC:
         self.precision = precision
         self._bf16 = precision == "bf16"
         self._manual = getattr(cfg, "backward", "autograd") == "manual" and fused.supported(cfg)
-        self.reference: TanhGaussianActor | None = None  # IBRL's frozen imitation policy (set_reference)
+        self.reference: TanhGaussianActor | CloneEnsemble | None = None  # IBRL's frozen imitation policy (set_reference)
         self._selector: ProposalSelector | None = None
 
     def _extra_param_groups(self) -> list[dict[str, Any]]:
@@ -78,12 +85,29 @@ class SAC:
         for net in (self.actor, self.critic, self.critic_target):
             net.obs_norm.set(mean.to(self.device), std.to(self.device))
 
-    def set_reference(self) -> None:
+    def set_reference(self, others: Sequence[TanhGaussianActor] = ()) -> None:
         """Freeze a copy of the actor as it is now (after behaviour cloning) as IBRL's imitation
         policy: from here on the agent acts, and bootstraps its TD target, with whichever of the
-        actor's and this copy's actions the critics value more (networks.ProposalSelector)."""
-        self.reference = copy.deepcopy(self.actor).requires_grad_(False).eval()
-        self._selector = ProposalSelector(self.actor, self.reference, self.critic, self.cfg.actor_q)
+        actor's and this copy's actions the critics value more (networks.ProposalSelector).
+        ``others``: further clones of the same demos (``bc_ensemble``); the imitation policy is
+        then the mean action of the copy and them (networks.CloneEnsemble)."""
+        clone = copy.deepcopy(self.actor)
+        reference = CloneEnsemble([clone, *(copy.deepcopy(o) for o in others)]) if others else clone
+        self._use_reference(reference.to(self.device).requires_grad_(False).eval())
+
+    def _use_reference(self, reference: TanhGaussianActor | CloneEnsemble) -> None:
+        self.reference = reference
+        self._selector = ProposalSelector(self.actor, reference, self.critic, self.cfg.actor_q)
+
+    def new_clone(self) -> tuple[TanhGaussianActor, torch.optim.Optimizer]:
+        """A fresh actor of this agent's shape and state normalisation, with its own Adam at the
+        actor's learning rate: one more member for ``set_reference(others)``, trained by
+        :func:`bc_loss` (the agent's own actor and optimiser are not touched)."""
+        cfg = self.cfg
+        net = TanhGaussianActor(self.obs_dim, self.act_dim, tuple(int(h) for h in cfg.hidden), cfg.actor_layer_norm)
+        net = net.to(self.device)
+        net.obs_norm.load_state_dict(self.actor.obs_norm.state_dict())
+        return net, torch.optim.Adam(net.parameters(), lr=cfg.actor_lr or cfg.lr)
 
     # ---- acting -----------------------------------------------------------
     @torch.inference_mode()
@@ -187,12 +211,7 @@ class SAC:
         the spread by likelihood alongside (mean held fixed) pulled the shared trunk off the mean
         again (0/20), so it is not done."""
         with self._autocast():
-            if loss == "mse":
-                value = self.actor.action_error(obs, act)
-            elif loss == "nll":
-                value = -self.actor.log_prob(obs, act, eps).mean()
-            else:
-                raise ValueError(f"bc loss {loss!r}: expected 'mse' or 'nll'")
+            value = bc_loss(self.actor, obs, act, loss, eps)
         self._step(value)
         return value.detach()
 
@@ -219,10 +238,10 @@ class SAC:
 
     def load_state_dict(self, state: dict[str, Any], load_optimizer: bool = True) -> None:
         self.actor.load_state_dict(state["actor"])
-        if "reference" in state:
-            if self.reference is None:
-                self.set_reference()
-            self.reference.load_state_dict(state["reference"])
+        if "reference" in state:  # one clone or several (its keys say which)
+            hidden = tuple(int(h) for h in self.cfg.hidden)
+            ref = reference_from_state(state["reference"], self.obs_dim, self.act_dim, hidden, self.cfg.actor_layer_norm)
+            self._use_reference(ref.to(self.device))
         self.critic.load_state_dict(state["critic"])
         self.critic_target.load_state_dict(state["critic_target"])
         with torch.no_grad():
@@ -230,3 +249,13 @@ class SAC:
         if load_optimizer:
             self.optimizer.load_state_dict(state["optimizer"])
         self._num_updates = int(state.get("num_updates", 0))
+
+
+def bc_loss(actor: TanhGaussianActor, obs: Tensor, act: Tensor, loss: str = "mse", eps: float = 0.05) -> Tensor:
+    """The behaviour-cloning loss of ``actor`` on demonstrated ``(obs, act)`` (SAC.bc_update says
+    what ``mse`` and ``nll`` are and why mse is the default)."""
+    if loss == "mse":
+        return actor.action_error(obs, act)
+    if loss == "nll":
+        return -actor.log_prob(obs, act, eps).mean()
+    raise ValueError(f"bc loss {loss!r}: expected 'mse' or 'nll'")

@@ -38,10 +38,11 @@ from common.spec import EmbodimentSpec, flatten_state
 from policies import checkpoint, outputs
 from policies.config import CONFIG_DIR, ConfigError, check_overrides, compose, validate
 from policies.demos import demo_rows_in, load_demo_buffer, mixed_sample
+from policies.networks import TanhGaussianActor
 from policies.pixels import PixelObs, PixelSAC, to_device
 from policies.replay import ReplayBuffer
 from policies.reward_stream import RewardStream, step_transitions
-from policies.sac import SAC
+from policies.sac import SAC, bc_loss
 
 __all__ = ["compose", "run", "main", "make_env"]
 
@@ -400,8 +401,8 @@ class Trainer:
         cfg, agent_cfg, E = self.cfg, self.cfg.agent, self.cfg.num_envs
         if not self.try_resume() and cfg.bc_steps and self.demo_buffer is not None:
             self.pretrain_bc(cfg.bc_steps)
-            if agent_cfg.ibrl:  # the clone, frozen, becomes the second proposal (a resumed run loads it)
-                self.agent.set_reference()
+            if agent_cfg.ibrl:  # the clone(s), frozen, become the second proposal (a resumed run loads it)
+                self.agent.set_reference(self.pretrain_extra_clones(cfg.bc_steps, cfg.bc_ensemble - 1))
         OmegaConf.save(cfg, self.run_dir / "config.yaml", resolve=True)
         start_step, t0 = self.step, time.perf_counter()
         obs, _ = self.envs.reset(seed=cfg.seed + self.step)  # a resumed run starts fresh episodes
@@ -559,6 +560,23 @@ class Trainer:
         # the cloning in one update (measured: 0.7 -> 0.1 evaluation success on pick-and-place).
         self.agent.optimizer.state.clear()
         self.record({"step": 0, "kind": "bc", "bc_steps": steps, "bc_loss": self.bc_losses[-1]})
+
+    def pretrain_extra_clones(self, steps: int, count: int) -> list[TanhGaussianActor]:
+        """``count`` more clones of the demos beside the actor (``bc_ensemble`` - 1), each from its
+        own initialisation and batches, ``steps`` steps each; IBRL's proposal is then the mean of
+        all of them (networks.CloneEnsemble says why)."""
+        clones, B = [], self._agent_hp.batch_size
+        for i in range(count):
+            net, opt = self.agent.new_clone()
+            for k in tqdm(range(steps), desc=f"BC clone {i + 2}/{count + 1}", disable=not self.cfg.progress, unit="step"):
+                t = {k: torch.from_numpy(v).to(self.device) for k, v in self.demo_buffer.sample(B).items()}
+                loss = bc_loss(net, self._obs_slice(t, "obs", slice(None)), t["action"], self.cfg.bc_loss)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            clones.append(net)
+            self.record({"step": 0, "kind": "bc", "bc_steps": steps, "bc_loss": float(loss.detach()), "clone": i + 1})
+        return clones
 
     def learn(self, num_env_steps: int, metrics: dict[str, torch.Tensor]) -> None:
         """``utd`` critic updates per env step (one sampled batch of utd x B split in B-sized

@@ -8,7 +8,7 @@ import torch
 
 from policies.checkpoint import export_policy, load_policy
 from policies.config import ConfigError, compose
-from policies.networks import better_of
+from policies.networks import CloneEnsemble, TanhGaussianActor, better_of
 from policies.train import Trainer
 from tests.test_train_demos import TOY_TASK, write_demos
 
@@ -39,7 +39,7 @@ def test_ibrl_keeps_the_clone_frozen_acts_by_q_and_deploys_the_same_rule(tmp_pat
     try:
         agent, clone = trainer.agent, []
         freeze = agent.set_reference
-        agent.set_reference = lambda: (clone.extend(p.detach().clone() for p in agent.actor.parameters()), freeze())
+        agent.set_reference = lambda *others: (clone.extend(p.detach().clone() for p in agent.actor.parameters()), freeze(*others))
         trainer.train()  # cloning, then warm-up and 40 learning steps
         # the reference is the clone as it was when cloning ended, and stays so while the actor learns
         assert clone and all(torch.equal(c, r) for c, r in zip(clone, agent.reference.parameters(), strict=True))
@@ -115,3 +115,74 @@ def test_ibrl_resumes_with_its_reference_and_refuses_what_it_cannot_do(tmp_path)
     with pytest.raises(ConfigError, match="agent.ibrl"):
         validate_distributed(OmegaConf.structured(DistributedConfig), compose([*base, f"run_dir={tmp_path / 'r4'}"]))
 
+
+
+def test_bc_ensemble_proposes_the_mean_of_its_clones_and_keeps_them_through_checkpoints(tmp_path):
+    base = _base(tmp_path, "bc_ensemble=3", "checkpoint_every=30", "bc_steps=300")
+    import shutil
+
+    from common.episodes import DatasetWriter
+    from policies.toy_env import point_reach_spec
+
+    shutil.rmtree(tmp_path / "demos")  # demos a clone can learn: the action points from the position to the goal
+    rng = np.random.default_rng(1)
+    with DatasetWriter(tmp_path / "demos", point_reach_spec(), fps=10) as w:
+        for _ in range(4):
+            w.begin_episode("reach the goal", source="expert")
+            for t in range(10):
+                pos, goal = rng.uniform(-1, 1, 2).astype(np.float32), rng.uniform(-1, 1, 2).astype(np.float32)
+                w.add_frame({"position": pos, "goal": goal}, np.clip(goal - pos, -1, 1).astype(np.float32),
+                            reward=0.0, success=t == 9, done=t == 9)
+            w.end_episode(success=True)
+    trainer = Trainer(compose([*base, "total_steps=30", f"run_dir={tmp_path / 'r'}"]))
+    try:
+        agent, cloned = trainer.agent, []
+        freeze = agent.set_reference
+        agent.set_reference = lambda *others: (cloned.append([p.detach().clone() for p in agent.actor.parameters()]),
+                                               freeze(*others))
+        trainer.train()
+        ref = agent.reference
+        assert isinstance(ref, CloneEnsemble) and len(ref.members) == 3
+        # member 0 is the actor as cloning left it; the others are clones of their own, not copies of it
+        assert all(torch.equal(c, r) for c, r in zip(cloned[0], ref.members[0].parameters(), strict=True))
+        first = [torch.cat([p.flatten() for p in m.parameters()]) for m in ref.members]
+        assert not torch.equal(first[0], first[1]) and not torch.equal(first[1], first[2])
+        assert not any(p.requires_grad for p in ref.parameters())
+        # each extra clone learnt the demos: its cloning loss is below a fresh actor's
+        t = {k: torch.from_numpy(v) for k, v in trainer.demo_buffer.sample(256).items()}
+        fresh, _ = agent.new_clone()
+        with torch.no_grad():
+            errors = [float(m.action_error(t["obs"], t["action"])) for m in [fresh, *ref.members]]
+        assert max(errors[1:]) < 0.8 * errors[0], errors
+        # the proposal is the mean of the members' deterministic actions
+        obs = torch.from_numpy(np.random.default_rng(4).uniform(-1, 1, (32, 4)).astype(np.float32))
+        torch.testing.assert_close(ref.act(obs, False), torch.stack([m.act(obs, True) for m in ref.members]).mean(0))
+        expected = agent.act(obs, deterministic=True).numpy()
+        cloned_actions = ref.act(obs, True).numpy()
+    finally:
+        trainer.close()
+    # checkpoint, policy-only export and resume all bring the three clones back
+    path = tmp_path / "r" / "checkpoints" / "final.pt"
+    export_policy(path, tmp_path / "exported.pt")
+    rows = {"position": obs[:, :2].numpy(), "goal": obs[:, 2:].numpy()}
+    for p in (path, tmp_path / "exported.pt"):
+        policy = load_policy(p)
+        assert isinstance(policy.actor.reference, CloneEnsemble) and len(policy.actor.reference.members) == 3
+        np.testing.assert_allclose(policy.act_batch(rows), expected, atol=1e-6)
+    resumed = Trainer(compose([*base, "total_steps=40", f"run_dir={tmp_path / 'r'}"]))
+    try:
+        assert resumed.try_resume()
+        np.testing.assert_allclose(resumed.agent.reference.act(obs, True).numpy(), cloned_actions, atol=1e-6)
+    finally:
+        resumed.close()
+    # one clone (the default) stays a plain actor; extra clones without IBRL, or none at all, are refused
+    single = Trainer(compose([*_base(tmp_path), "total_steps=25", f"run_dir={tmp_path / 'r1'}"]))
+    try:
+        single.train()
+        assert isinstance(single.agent.reference, TanhGaussianActor)
+    finally:
+        single.close()
+    with pytest.raises(ConfigError, match="bc_ensemble=2 .* agent.ibrl=true"):
+        compose([*base, "bc_ensemble=2", "agent.ibrl=false", f"run_dir={tmp_path / 'r5'}"])
+    with pytest.raises(ConfigError, match="bc_ensemble"):
+        compose([*base, "bc_ensemble=0", f"run_dir={tmp_path / 'r6'}"])
