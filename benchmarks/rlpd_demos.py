@@ -2,7 +2,8 @@
 interventions against without: same task, same budget, several seeds.
 
 1. Records ``--demos`` scripted-expert episodes of the task once (``sim.record``; the project's
-   episode format), seeded apart from the evaluation seeds.
+   episode format), seeded apart from the evaluation seeds; with ``--demos-per-seed``, a set for
+   each training seed.
 2. Trains, per seed, SAC from scratch (``agent=sac``) and RLPD (``agent=rlpd demos=<dataset>``:
    half of every batch from the demonstrations, 10 LayerNorm critics, UTD from its config) at the
    same env-step budget, evaluating every ``--eval-every`` steps with the env's own success flag.
@@ -54,12 +55,22 @@ METHODS = {
 }
 
 
-def record_demos(task: str, episodes: int, out: Path, after_success: int | None = None) -> Path:
+DEMO_SEED = 50_000  # the scripted demonstrations' first episode seed (apart from every evaluation's)
+
+
+def demo_seed(train_seed: int, per_seed: bool) -> int:
+    """First episode seed of the demos a training seed learns from: one shared set (DEMO_SEED), or
+    with ``--demos-per-seed`` a set of each seed's own (DEMO_SEED + 1000 x seed), so the median over
+    seeds also spans demo sets (clones of different 20-demo sets scored 0.44-0.72, README)."""
+    return DEMO_SEED + 1000 * train_seed if per_seed else DEMO_SEED
+
+
+def record_demos(task: str, episodes: int, out: Path, after_success: int | None = None, seed: int = DEMO_SEED) -> Path:
     if (out / "meta" / "info.json").exists():
         return out
     from sim.record import compose, record
 
-    cfg, choice = compose([f"task={task}", f"episodes={episodes}", f"out={out}", "seed=50000",
+    cfg, choice = compose([f"task={task}", f"episodes={episodes}", f"out={out}", f"seed={seed}",
                            f"after_success={'null' if after_success is None else after_success}"])
     record(cfg, choice)
     return out
@@ -161,6 +172,9 @@ def main() -> None:
     ap.add_argument("--demos-after-success", type=int, default=None, metavar="K",
                     help="end each demo K steps after its first success (rewardforge-record after_success; "
                          "default: at the time limit)")
+    ap.add_argument("--demos-per-seed", action="store_true",
+                    help="each training seed records and learns from its own demo set (seed 50000 + 1000 x seed) "
+                         "instead of all sharing the one from seed 50000")
     ap.add_argument("--steps", type=int, default=100_000)
     ap.add_argument("--sac-steps", type=int, default=None,
                     help="budget of the sac methods when it differs from --steps (e.g. 3x RLPD's, for the 1/3 target)")
@@ -185,13 +199,16 @@ def main() -> None:
 
     needs_demos = any("{demos}" in o for m in args.methods for o in METHODS[m])
     demos_dir = "demos" if args.demos_after_success is None else f"demos_after_success{args.demos_after_success}"
-    demos = (record_demos(args.task, args.demos, Path(args.run_root) / args.task / demos_dir, args.demos_after_success)
-             if needs_demos else "")
+    demos: dict[int, str] = {}
+    for seed in args.seeds if needs_demos else ():
+        first = demo_seed(seed, args.demos_per_seed)
+        where = Path(args.run_root) / args.task / (demos_dir if first == DEMO_SEED else f"{demos_dir}_seed{first}")
+        demos[seed] = str(record_demos(args.task, args.demos, where, args.demos_after_success, first))
 
     def budget(method: str) -> int:
         return args.sac_steps if args.sac_steps and method.startswith("sac") else args.steps
 
-    jobs = [(args.task, m, s, budget(m), args.eval_every, str(demos), [f"eval_episodes={args.eval_episodes}", *args.overrides],
+    jobs = [(args.task, m, s, budget(m), args.eval_every, demos.get(s, ""), [f"eval_episodes={args.eval_episodes}", *args.overrides],
              args.run_root, args.rlpd, args.person, args.final_episodes)
             for s in args.seeds for m in args.methods]
     t0 = time.perf_counter()
@@ -199,6 +216,7 @@ def main() -> None:
     with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
         runs = list(pool.map(_train_one, jobs))
     summary: dict = {"task": args.task, "methods": args.methods, "demos": args.demos if needs_demos else 0,
+                     "demos_per_seed": args.demos_per_seed,
                      "demos_after_success": args.demos_after_success,
                      "budget": args.steps, "sac_budget": budget("sac"), "seeds": args.seeds,
                      "target": args.target, "overrides": args.overrides, "rlpd_overrides": args.rlpd, "person_overrides": args.person, "wall_s": time.perf_counter() - t0}
@@ -267,6 +285,7 @@ def main() -> None:
     tag += "".join(f"_{o.split('.')[-1].replace('=', '-')}" for o in args.overrides)  # as sac_success.py
     tag += "".join(f"_person-{o.split('.')[-1].replace('=', '-')}" for o in args.person)
     tag += "" if args.demos_after_success is None else f"_demos-after-success-{args.demos_after_success}"
+    tag += "_demos-per-seed" if args.demos_per_seed else ""
     tag += f"_{args.tag}" if args.tag else ""
     out = RESULTS / f"rlpd_{args.task}_{args.steps}{tag}.json"
     out.write_text(json.dumps(summary, indent=2))

@@ -55,3 +55,18 @@ def test_pick_place_stages_follow_the_expert_in_order():
         assert bench.STAGES[still] == "never grasped"
     finally:
         env.close()
+
+
+def test_rlpd_demos_can_give_each_seed_its_own_demonstrations(tmp_path):
+    bench = _load("rlpd_demos")
+    assert bench.demo_seed(2, per_seed=False) == bench.demo_seed(0, per_seed=False) == bench.DEMO_SEED
+    assert len({bench.demo_seed(s, per_seed=True) for s in range(3)}) == 3
+    from common.episodes import Dataset
+
+    firsts = []
+    for s in (0, 1):
+        out = bench.record_demos("panda_reach", 1, tmp_path / f"d{s}", None, bench.demo_seed(s, per_seed=True))
+        firsts.append(Dataset(out).transitions(images=False)["state"][0])
+    assert not np.allclose(firsts[0], firsts[1])  # another seed, another first episode
+    again = bench.record_demos("panda_reach", 1, tmp_path / "d0", None, bench.demo_seed(0, per_seed=True))
+    np.testing.assert_array_equal(Dataset(again).transitions(images=False)["state"][0], firsts[0])
