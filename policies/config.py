@@ -79,6 +79,7 @@ class SACConfig:
     fused_update: bool = True  # one backward for critic, actor and temperature losses
     precision: str = "fp32"  # "bf16": matmuls in bfloat16 (autocast), weights/optimiser/losses fp32; "auto": bf16 where native
     bc_weight: float = 0.0  # > 0: the actor also imitates the demo side of each batch (TD3+BC-style; scale: bc_scale)
+    bc_target: str = "demos"  # demos: imitate the demo side's actions | proposal: IBRL's frozen proposal on every batch state
     bc_scale: str = "q"  # q: bc_weight x mean |Q| (TD3+BC), fixed: bc_weight alone (|Q| starts near 0 and shrinks with the temperature)
     # IBRL (Hu et al. 2023): after bc_steps of cloning, a frozen copy of the clone proposes an action
     # beside the actor's, for acting and for the TD target; the one the critics value more is taken.
@@ -220,6 +221,11 @@ def validate(cfg: DictConfig) -> None:
         _fail("warmup_actions", cfg.warmup_actions, "must be 'random' (uniform) or 'policy' (the actor plus noise)")
     if not cfg.warmup_noise >= 0.0:
         _fail("warmup_noise", cfg.warmup_noise, "must be >= 0 (std of the Gaussian added to the actor's action)")
+    if a.bc_target not in ("demos", "proposal"):
+        _fail("agent.bc_target", a.bc_target, "must be 'demos' (the demo side's actions) or 'proposal' (IBRL's frozen proposal)")
+    if a.bc_target == "proposal" and not a.ibrl:
+        raise ConfigError("agent.bc_target=proposal imitates IBRL's frozen proposal, so it needs agent.ibrl=true "
+                          "(or set agent.bc_target=demos)")
     if a.bc_scale not in ("q", "fixed"):
         _fail("agent.bc_scale", a.bc_scale, "must be 'q' (bc_weight x mean |Q|) or 'fixed' (bc_weight alone)")
     if not a.bc_weight >= 0.0:

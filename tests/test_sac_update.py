@@ -196,3 +196,25 @@ def test_bc_scale_fixed_imitates_when_q_is_near_zero():
         with torch.no_grad():
             errors[scale] = float((agent.act(obs[:500], deterministic=True) - act[:500]).pow(2).mean())
     assert errors["fixed"] < 0.6 * errors["q"], errors  # measured: 0.06 vs 0.12
+
+
+def test_bc_target_proposal_pulls_the_actor_to_the_frozen_proposal_on_online_states():
+    """agent.bc_target=proposal: the BC term imitates IBRL's frozen proposal (here the mean of the
+    actor's copy and a second clone) on every state of the batch, with no demo rows at all."""
+    gaps = {}
+    for target in ("demos", "proposal"):
+        torch.manual_seed(0)
+        agent = make_agent(hidden=[32, 32], ibrl=True, bc_weight=20.0, bc_scale="fixed", bc_target=target)
+        other, _ = agent.new_clone()
+        agent.set_reference([other])
+        o, a, r, o2, d = batch(b=64, seed=1)
+        with torch.no_grad():
+            before = agent.actor.action_error(o, agent.reference.act(o, True))
+        for _ in range(60):
+            m = agent.update(o, a, r, o2, d, demo_rows=0)
+        with torch.no_grad():
+            gaps[target] = float(agent.actor.action_error(o, agent.reference.act(o, True)) / before)
+        assert ("bc_loss" in m) == (target == "proposal")  # no demo rows: only the proposal gives a BC term
+    assert gaps["proposal"] < 0.15 and gaps["proposal"] < 0.5 * gaps["demos"], gaps  # Q alone moves it too, less
+    with pytest.raises(Exception, match="bc_target=proposal .* agent.ibrl=true"):
+        compose(["agent.bc_target=proposal", "agent.ibrl=false", "task=panda_reach"])
