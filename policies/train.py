@@ -551,8 +551,8 @@ class Trainer:
         """Behaviour cloning on the demonstrations before RL (the actor starts near the demonstrator)."""
         B = self._agent_hp.batch_size
         for k in tqdm(range(steps), desc="BC pretraining", disable=not self.cfg.progress, unit="step"):
-            t = {k: torch.from_numpy(v).to(self.device) for k, v in self.demo_buffer.sample(B).items()}
-            loss = self.agent.bc_update(self._obs_slice(t, "obs", slice(None)), t["action"], self.cfg.bc_loss)
+            obs, act = self._demo_batch(B)
+            loss = self.agent.bc_update(obs, act, self.cfg.bc_loss)
             if k % 100 == 0 or k == steps - 1:
                 self.bc_losses.append(float(loss))
         # Fresh Adam moments for RL: after cloning converges the second-moment estimates are tiny, so
@@ -561,6 +561,11 @@ class Trainer:
         self.agent.optimizer.state.clear()
         self.record({"step": 0, "kind": "bc", "bc_steps": steps, "bc_loss": self.bc_losses[-1]})
 
+    def _demo_batch(self, size: int) -> tuple[Any, torch.Tensor]:
+        """(observations, actions) of ``size`` demo transitions on the device, for cloning."""
+        t = {k: torch.from_numpy(v).to(self.device) for k, v in self.demo_buffer.sample(size).items()}
+        return self._obs_slice(t, "obs", slice(None)), t["action"]
+
     def pretrain_extra_clones(self, steps: int, count: int) -> list[TanhGaussianActor]:
         """``count`` more clones of the demos beside the actor (``bc_ensemble`` - 1), each from its
         own initialisation and batches, ``steps`` steps each; IBRL's proposal is then the mean of
@@ -568,9 +573,8 @@ class Trainer:
         clones, B = [], self._agent_hp.batch_size
         for i in range(count):
             net, opt = self.agent.new_clone()
-            for k in tqdm(range(steps), desc=f"BC clone {i + 2}/{count + 1}", disable=not self.cfg.progress, unit="step"):
-                t = {k: torch.from_numpy(v).to(self.device) for k, v in self.demo_buffer.sample(B).items()}
-                loss = bc_loss(net, self._obs_slice(t, "obs", slice(None)), t["action"], self.cfg.bc_loss)
+            for _ in tqdm(range(steps), desc=f"BC clone {i + 2}/{count + 1}", disable=not self.cfg.progress, unit="step"):
+                loss = bc_loss(net, *self._demo_batch(B), self.cfg.bc_loss)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
