@@ -13,6 +13,7 @@ interventions against without: same task, same budget, several seeds.
    policy is then re-evaluated on ``--final-episodes`` (50) fresh episodes, and the target counts as
    met only if their median holds it too: the training-time evaluations replay the same 10 seeded
    episodes, and one lucky evaluation of those once read 0.8 where 50 fresh episodes gave 0.5.
+   Block tasks also report the final successes per goal family (``goal_kind``: on the table or raised).
 4. With ``--methods sac sac+interventions`` (or ``rlpd rlpd+interventions``): the same with a
    scripted person who takes over when progress stalls (``intervention.enabled=true``,
    sim/intervention.py; their steps also join the demonstration side of each batch). Target:
@@ -95,12 +96,25 @@ def episode_stage(env, success: bool, stage: int) -> int:
     return max(stage, 2 if u.lifted(grasped=True) else 1)
 
 
-def final_success(run_dir: Path, task_cfg, episodes: int) -> tuple[float, dict[str, int], dict[str, float]]:
+def goal_kind(env) -> str | None:
+    """Which of a block task's two goal families the episode's goal is from: "table" (on the table,
+    20% of pick-and-place goals) or "raised"; None for tasks without a block goal. Measured: the
+    pick-and-place policies fail mostly on table goals (about 0.5 success there, 0.85 on raised ones),
+    so an overall rate hides which family to fix, and which one a demo set is short of."""
+    u = env.unwrapped
+    if not hasattr(u, "block_half") or not hasattr(u, "goal"):
+        return None
+    return "table" if float(u.goal[2]) < u.block_half + 0.01 else "raised"
+
+
+def final_success(run_dir: Path, task_cfg, episodes: int) -> tuple[float, dict[str, int], dict[str, float],
+                                                                    dict[str, list[int]]]:
     """Success rate of a run's final deterministic policy on ``episodes`` fresh episodes, how many
     episodes ended at each of STAGES, and for an IBRL policy (agent.ibrl) each of its two proposals
     alone on the same episodes ({"clone": .., "actor": ..}: does choosing by Q beat the clone?).
     The training-time evaluations replay the same few seeded episodes at every step, which is too
     few to judge an 80% target (measured: 0.8 on the 10 replayed episodes, 0.5 on 50 fresh ones).
+    The fourth value is [successes, episodes] per goal_kind (empty for tasks without one).
     Success counts at any step, as in training."""
     from policies.checkpoint import load_policy
     from policies.networks import ProposalSelector
@@ -110,8 +124,10 @@ def final_success(run_dir: Path, task_cfg, episodes: int) -> tuple[float, dict[s
     policy = load_policy(run_dir / "checkpoints" / "final.pt")
     env = make_env(task_cfg)
     stages: dict[int, int] = {}
+    kinds: dict[int, str | None] = {}
 
     def track(ep: int, info: dict) -> None:
+        kinds.setdefault(ep, goal_kind(env))  # the first call per episode follows its reset
         stages[ep] = episode_stage(env, bool(info.get("success", False)), stages.get(ep, 0))
 
     def success_of(p: Policy, on_step=None) -> float:
@@ -127,7 +143,18 @@ def final_success(run_dir: Path, task_cfg, episodes: int) -> tuple[float, dict[s
     finally:
         env.close()
     counts = {name: sum(stages[ep] == i for ep in stages) for i, name in enumerate(STAGES)}
-    return success, counts, parts
+    return success, counts, parts, tally_by_goal(kinds, stages)
+
+
+def tally_by_goal(kinds: dict[int, str | None], stages: dict[int, int]) -> dict[str, list[int]]:
+    """[successes, episodes] per goal kind, from each episode's goal_kind and furthest stage."""
+    by_goal: dict[str, list[int]] = {}
+    for ep, kind in kinds.items():
+        if kind is not None:
+            tally = by_goal.setdefault(kind, [0, 0])
+            tally[0] += int(stages[ep] == STAGES.index("success"))
+            tally[1] += 1
+    return by_goal
 
 
 def _train_one(args: tuple[str, str, int, int, int, str, list[str], str, list[str], list[str], int]) -> dict:
@@ -145,9 +172,10 @@ def _train_one(args: tuple[str, str, int, int, int, str, list[str], str, list[st
         overrides += person_extra
     cfg = compose([*overrides, *extra])
     result = run(cfg)
-    final, stages, parts = final_success(run_dir, cfg.task, final_episodes) if final_episodes else (None, None, {})
+    final, stages, parts, by_goal = (final_success(run_dir, cfg.task, final_episodes) if final_episodes
+                                     else (None, None, {}, {}))
     return {"method": method, "seed": seed, "eval_curve": result["eval_curve"], "final_success": final,
-            "final_stages": stages, "final_proposals": parts,
+            "final_stages": stages, "final_proposals": parts, "final_by_goal": by_goal,
             "train_curve": train_curve(run_dir / "metrics.jsonl", eval_every)}
 
 
@@ -247,6 +275,9 @@ def main() -> None:
             summary[method].update(final_success=finals, final_median=float(np.median(finals)),
                                    final_episodes=args.final_episodes,
                                    final_stages={k: sum(st[k] for st in stages) for k in STAGES})
+            goals = [r["final_by_goal"] for r in mine if r.get("final_by_goal")]
+            if goals:  # per seed, per goal family: [successes, episodes]
+                summary[method]["final_by_goal"] = {k: [g[k] for g in goals] for k in goals[0]}
             parts = [r["final_proposals"] for r in mine if r.get("final_proposals")]
             if parts:  # IBRL: each proposal alone on the same fresh episodes
                 summary[method]["final_proposals"] = {k: [p[k] for p in parts] for k in parts[0]}
@@ -255,6 +286,8 @@ def main() -> None:
             print(f"  final policy on {args.final_episodes} fresh episodes: median {np.median(finals):.2f} "
                   f"(per seed {', '.join(f'{f:.2f}' for f in finals)}); episodes ended at: "
                   + ", ".join(f"{k} {v}" for k, v in summary[method]["final_stages"].items()))
+        for kind, tallies in summary[method].get("final_by_goal", {}).items():
+            print(f"  {kind} goals: " + ", ".join(f"{k}/{n}" for k, n in tallies) + " successes (per seed)")
         for name, vals in summary[method].get("final_proposals", {}).items():
             print(f"  {name} alone on the same episodes: median {np.median(vals):.2f} "
                   f"(per seed {', '.join(f'{v:.2f}' for v in vals)})")

@@ -44,7 +44,7 @@ class Policy:
     def from_checkpoint(cls, ckpt: Mapping[str, Any], device: str | torch.device = "cpu",
                         check_observations: bool = True) -> Policy:
         agent_cfg = ckpt["config"].get("agent", {})
-        actor = _actor(ckpt, "actor")
+        actor = _actor(ckpt)
         if "reference" in ckpt["agent"]:  # IBRL: the higher-valued of the actor's and the frozen clone's actions
             actor = _ibrl_actor(ckpt, actor)
         spec = EmbodimentSpec.from_dict(ckpt["embodiment"])
@@ -75,12 +75,12 @@ class Policy:
         return self.actor.act(self._features(obs, batched=True), deterministic).cpu().numpy()
 
 
-def _actor(ckpt: Mapping[str, Any], key: str) -> TanhGaussianActor:
-    """The actor network stored under ``ckpt["agent"][key]``."""
+def _actor(ckpt: Mapping[str, Any]) -> TanhGaussianActor:
+    """The checkpoint's actor network (``ckpt["agent"]["actor"]``)."""
     a = ckpt["config"].get("agent", {})
     net = TanhGaussianActor(ckpt["obs_dim"], ckpt["act_dim"], tuple(a.get("hidden", (256, 256))),
                             bool(a.get("actor_layer_norm", False)))
-    net.load_state_dict(ckpt["agent"][key])
+    net.load_state_dict(ckpt["agent"]["actor"])
     return net
 
 

@@ -57,6 +57,33 @@ def test_pick_place_stages_follow_the_expert_in_order():
         env.close()
 
 
+def test_pick_place_goals_split_into_table_and_raised():
+    """The final re-evaluation's split by goal family: "table" exactly when the goal is at the
+    block's resting height, both families drawn over a few resets, none for a task without a block,
+    and the tally counts successes per family."""
+    import sim
+
+    bench = _load("rlpd_demos")
+    env = sim.make("rewardforge/PandaPickPlace-v0")
+    reach = sim.make("rewardforge/PandaReach-v0")
+    try:
+        kinds = {}
+        for ep in range(30):
+            env.reset(seed=ep)
+            u = env.unwrapped
+            kinds[ep] = bench.goal_kind(env)
+            assert (kinds[ep] == "table") == bool(abs(u.goal[2] - u.block_half) < 1e-6)
+        assert set(kinds.values()) == {"table", "raised"}
+        reach.reset(seed=0)
+        assert bench.goal_kind(reach) is None
+    finally:
+        env.close()
+        reach.close()
+    success = bench.STAGES.index("success")
+    tally = bench.tally_by_goal({0: "table", 1: "table", 2: "raised", 3: None}, {0: success, 1: 2, 2: success, 3: success})
+    assert tally == {"table": [1, 2], "raised": [1, 1]}
+
+
 def test_rlpd_demos_can_give_each_seed_its_own_demonstrations(tmp_path):
     bench = _load("rlpd_demos")
     assert bench.demo_seed(2, per_seed=False) == bench.demo_seed(0, per_seed=False) == bench.DEMO_SEED
