@@ -127,7 +127,8 @@ def final_success(run_dir: Path, task_cfg, episodes: int) -> tuple[float, dict[s
     kinds: dict[int, str | None] = {}
 
     def track(ep: int, info: dict) -> None:
-        kinds.setdefault(ep, goal_kind(env))  # the first call per episode follows its reset
+        if ep not in kinds:  # the first call per episode follows its reset; the goal stays put after
+            kinds[ep] = goal_kind(env)
         stages[ep] = episode_stage(env, bool(info.get("success", False)), stages.get(ep, 0))
 
     def success_of(p: Policy, on_step=None) -> float:
